@@ -1,0 +1,7 @@
+"""Whole networks assembled from :mod:`orthojac.nn`, built by name with :func:`create_model`."""
+
+from .mlp import Classifier, PlainLayer, ResidualBlock
+from .registry import FAMILIES, create_body, create_model, family_names, register_family
+
+__all__ = ["Classifier", "PlainLayer", "ResidualBlock", "FAMILIES", "create_body", "create_model",
+           "family_names", "register_family"]

@@ -1,0 +1,81 @@
+"""Name → builder registry for whole networks (timm-style ``create_model``).
+
+Every MLP family is ``Classifier(stem, body, head)``; a family is a function
+``block(width, policy, generator, **kw) -> nn.Module`` that builds one body layer. Register new families
+with :func:`register_family`. The names are the ``arch`` column of the experiments' CSV files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..nn import LimitLayer, OrthoFeedforward, OrthoResidual, PersistentSubspace
+from .mlp import Classifier, PlainLayer, ResidualBlock
+
+__all__ = ["FAMILIES", "register_family", "create_model", "create_body", "family_names"]
+
+BlockBuilder = Callable[..., nn.Module]
+FAMILIES: dict[str, BlockBuilder] = {}
+
+
+def register_family(name: str, block: BlockBuilder) -> None:
+    if name in FAMILIES:
+        raise ValueError(f"model family {name!r} is already registered")
+    FAMILIES[name] = block
+
+
+def family_names() -> list[str]:
+    return sorted(FAMILIES)
+
+
+
+register_family("ortho_residual_relu",
+                lambda n, policy, g, **kw: OrthoResidual(n, activation="relu", orthogonal=policy, generator=g, **kw))
+register_family("ortho_residual_relu_k",
+                lambda n, policy, g, **kw: OrthoResidual(n, activation="relu_k", orthogonal=policy, generator=g, **kw))
+register_family("ortho_feedforward_abs",
+                lambda n, policy, g, **kw: OrthoFeedforward(n, activation="abs", orthogonal=policy, generator=g, **kw))
+register_family("ortho_feedforward_sigma_k",
+                lambda n, policy, g, **kw: OrthoFeedforward(n, activation="sigma_k", orthogonal=policy, generator=g,
+                                                            **kw))
+register_family("limit", lambda n, policy, g, eps=0.1, **kw: LimitLayer(n, eps, orthogonal=policy, generator=g, **kw))
+register_family("pso", lambda n, policy, g, r=None, strategy="channels", **kw: PersistentSubspace(
+    n, max(1, n // 8) if r is None else r, strategy, orthogonal=policy, generator=g, **kw))
+register_family("partial_relu", lambda n, policy, g, **kw: OrthoFeedforward(
+    n, "relu", partial=True, tied=False, orthogonal=policy, generator=g, **kw))
+register_family("plain_relu", lambda n, policy, g, **kw: PlainLayer(n, "relu", init="he", generator=g, **kw))
+register_family("plain_relu_orth", lambda n, policy, g, **kw: PlainLayer(n, "relu", init="orthogonal", generator=g,
+                                                                         **kw))
+register_family("plain_tanh_orth", lambda n, policy, g, **kw: PlainLayer(n, "tanh", init="orthogonal", generator=g,
+                                                                         **kw))
+register_family("resnet", lambda n, policy, g, **kw: ResidualBlock(n, generator=g, **kw))
+
+
+def create_body(family: str, width: int, depth: int, policy: str = "init", seed: int | None = 0,
+                generator: torch.Generator | None = None, **layer_kwargs: Any) -> nn.Sequential:
+    """A stack of ``depth`` layers of one family (the part of the network whose Jacobian is claimed)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(family_names())}")
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be positive, got depth={depth}, width={width}")
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    return nn.Sequential(*[FAMILIES[family](width, policy, generator, **layer_kwargs) for _ in range(depth)])
+
+
+def create_model(family: str, in_features: int, num_classes: int, width: int = 128, depth: int = 16,
+                 policy: str = "init", seed: int | None = 0, **layer_kwargs: Any) -> Classifier:
+    """MLP classifier: Linear(d_in → n) + LayerNorm (no affine) → body of ``depth`` layers → Linear(n → classes).
+
+    ``seed`` makes construction deterministic (the whole model, stem and head included)."""
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.LayerNorm(width, elementwise_affine=False))
+        head = nn.Linear(width, num_classes)
+    body = create_body(family, width, depth, policy, generator=generator, **layer_kwargs)
+    return Classifier(stem, body, head)
