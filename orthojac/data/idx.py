@@ -31,7 +31,7 @@ def read_idx(path: str | Path) -> torch.Tensor:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip raises these for truncated/corrupt archives
-        raise IDXError(f"{path}: cannot read ({e}); the file is truncated or corrupt — delete it and fetch it again")
+        raise IDXError(f"{path}: cannot read ({e}); the file is truncated or corrupt — delete it and fetch it again") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
         raise IDXError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() if raw else 'empty'})")
     dtype, ndim = _DTYPES[raw[2]], raw[3]

@@ -14,8 +14,9 @@ piecewise-linear function with k breakpoints t₁ < … < t_k whose slopes alter
     ReLU_k(x) = Σ_{i=1}^{k} (−1)^{i+1} ReLU(x − t_i)
 
 so ReLU_1 with t₁ = 0 is the ReLU, and ReLU_2 with (t₁, t₂) = (0, 1) is the clipped ReLU min(max(x, 0), 1).
-Then σ_k(x) = x − 2·ReLU_k(x) has slopes alternating +1, −1, +1, … (σ_1 with t₁ = 0 is −|x|). Breakpoints are fixed buffers or learnable parameters; learnable ones are
-stored as t₁ plus positive gaps, so their order can never be broken by an optimiser step.
+Then σ_k(x) = x − 2·ReLU_k(x) has slopes alternating +1, −1, +1, … (σ_1 with t₁ = 0 is −|x|).
+Breakpoints are fixed buffers or learnable parameters; learnable ones are stored as t₁ plus positive
+gaps, so their order can never be broken by an optimiser step.
 """
 
 from __future__ import annotations
