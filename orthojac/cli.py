@@ -16,6 +16,7 @@ from . import __version__
 # (module, help line): the module's add_parser(subparsers) registers the subcommand
 COMMANDS: list[str] = [
     "orthojac.experiments.demo",
+    "orthojac.experiments.reproduce",
 ]
 
 
