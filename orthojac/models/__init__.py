@@ -1,7 +1,16 @@
 """Whole networks assembled from :mod:`orthojac.nn`, built by name with :func:`create_model`."""
 
 from .mlp import Classifier, PlainLayer, ResidualBlock
-from .registry import FAMILIES, create_body, create_model, family_names, register_family
+from .registry import (
+    BODIES,
+    FAMILIES,
+    build_model,
+    create_body,
+    create_model,
+    family_names,
+    register_body,
+    register_family,
+)
 
 __all__ = ["Classifier", "PlainLayer", "ResidualBlock", "FAMILIES", "create_body", "create_model",
-           "family_names", "register_family"]
+           "family_names", "register_family", "BODIES", "build_model", "register_body"]

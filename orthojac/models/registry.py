@@ -7,6 +7,7 @@ with :func:`register_family`. The names are the ``arch`` column of the experimen
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,8 @@ from torch import nn
 from ..nn import LimitLayer, OrthoFeedforward, OrthoResidual, PersistentSubspace
 from .mlp import Classifier, PlainLayer, ResidualBlock
 
-__all__ = ["FAMILIES", "register_family", "create_model", "create_body", "family_names"]
+__all__ = ["FAMILIES", "BODIES", "register_family", "register_body", "create_model", "create_body", "family_names",
+           "build_model"]
 
 BlockBuilder = Callable[..., nn.Module]
 FAMILIES: dict[str, BlockBuilder] = {}
@@ -79,3 +81,27 @@ def create_model(family: str, in_features: int, num_classes: int, width: int = 1
         head = nn.Linear(width, num_classes)
     body = create_body(family, width, depth, policy, generator=generator, **layer_kwargs)
     return Classifier(stem, body, head)
+
+
+# body type → builder(arch, in_shape, num_classes, width, depth, policy, seed, **kw) -> nn.Module
+BODIES: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_body(name: str, builder: Callable[..., nn.Module]) -> None:
+    """Register a body type (``"mlp"`` here; ``"conv"`` by :mod:`orthojac.models.convnet`)."""
+    if name in BODIES:
+        raise ValueError(f"body type {name!r} is already registered")
+    BODIES[name] = builder
+
+
+def build_model(body: str, arch: str, in_shape: tuple[int, ...], num_classes: int, width: int = 128,
+                depth: int = 16, policy: str = "init", seed: int | None = 0, **kw: Any) -> nn.Module:
+    """One entry point for configs and experiments: ``body`` is ``"mlp"`` or ``"conv"``, ``arch`` a family
+    name (the CSV ``arch`` column), ``in_shape`` one sample's shape, e.g. (1, 28, 28)."""
+    if body not in BODIES:
+        raise ValueError(f"unknown body type {body!r}; choose one of {sorted(BODIES)}")
+    return BODIES[body](arch, tuple(in_shape), num_classes, width, depth, policy, seed, **kw)
+
+
+register_body("mlp", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_model(
+    arch, math.prod(in_shape), num_classes, width, depth, policy, seed, **kw))

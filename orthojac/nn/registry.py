@@ -25,20 +25,23 @@ Builder = Callable[[int, str, torch.Generator], nn.Module]
 @dataclass(frozen=True)
 class LayerSpec:
     """``build(width, policy, generator)`` returns a layer of that width under that policy.
-    ``min_width`` is the smallest width at which the construction makes sense."""
+    ``min_width`` is the smallest width at which the construction makes sense; ``input_shape(width)`` is
+    the shape of one input sample (``(width,)`` for dense layers, e.g. ``(channels, h, w)`` for conv)."""
 
     name: str
     build: Builder
     min_width: int = 1
+    input_shape: Callable[[int], tuple[int, ...]] = lambda n: (n,)
 
 
 LAYERS: dict[str, LayerSpec] = {}
 
 
-def register_layer(name: str, build: Builder, min_width: int = 1) -> LayerSpec:
+def register_layer(name: str, build: Builder, min_width: int = 1,
+                   input_shape: Callable[[int], tuple[int, ...]] | None = None) -> LayerSpec:
     if name in LAYERS:
         raise ValueError(f"layer {name!r} is already registered")
-    spec = LayerSpec(name, build, min_width)
+    spec = LayerSpec(name, build, min_width, input_shape or (lambda n: (n,)))
     LAYERS[name] = spec
     return spec
 
