@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from orthojac.models import build_model, create_body, create_model, family_names
+
+
+@pytest.mark.parametrize("family", family_names())
+def test_every_family_builds_and_runs(family: str) -> None:
+    model = create_model(family, 20, 3, width=16, depth=5)
+    x = torch.randn(4, 20)
+    out = model(x)
+    assert out.shape == (4, 3) and torch.isfinite(out).all()
+    assert len(model.blocks) == 5
+    out.sum().backward()
+
+
+def test_seed_makes_construction_deterministic() -> None:
+    a, b = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5), create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5)
+    c = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=6)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_build_model_flattens_images() -> None:
+    m = build_model("mlp", "ortho_feedforward_abs", (1, 28, 28), 10, width=16, depth=2)
+    assert m(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_model_errors() -> None:
+    with pytest.raises(ValueError, match="unknown model family 'vgg'"):
+        create_model("vgg", 4, 2)
+    with pytest.raises(ValueError, match="unknown body type 'rnn'"):
+        build_model("rnn", "resnet", (4,), 2)
+    with pytest.raises(ValueError, match="depth and width must be positive"):
+        create_body("resnet", 4, 0)
