@@ -292,7 +292,7 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
     except DatasetNotFoundError:
         if not download or not info.urls:
             raise
-        download(name, split, root, progress=progress)
+        _download(name, split, root, progress=progress)
         paths = locate(name, split, root)
     arrays: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     for path, spec in zip(paths, specs):
@@ -341,6 +341,9 @@ def download(name: str, split: str | None = None, root: str | Path | None = None
                 continue
             out.append(_download_one(info, spec, target, progress, timeout))
     return out
+
+
+_download = download  # load_dataset's ``download`` argument shadows the function's name there
 
 
 def _download_one(info: DatasetInfo, spec: FileSpec, target: Path, progress: bool, timeout: float) -> Path:

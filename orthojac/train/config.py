@@ -10,6 +10,7 @@ parsed as YAML scalars, so ``--set optim.lr=3e-4 --set train.amp=bf16`` work as 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +46,25 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: ``1e-3`` is a number, not the string "1e-3"."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2 floats (``3e-4`` → 0.0003)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 — a SafeLoader subclass
 
 
 class _Strict(BaseModel):
@@ -223,7 +243,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {key}: {p!r} is a value, not a section")
             cur = nxt
-        cur[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        cur[parts[-1]] = yaml_load(raw) if raw.strip() else None
     return out
 
 
@@ -231,7 +251,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     """Read a YAML file, apply ``--set`` overrides, validate. ``name`` defaults to the file's stem."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except OSError as e:
         raise FileNotFoundError(f"cannot read config {path}: {e}") from e
     except yaml.YAMLError as e:

@@ -50,8 +50,8 @@ __all__ = ["Trainer", "Callback", "NonFiniteLossError", "train", "build_optimize
            "epoch_permutation"]
 
 # keys that may differ between a checkpoint's config and the config given with --resume
-RESUME_MAY_DIFFER = ("train.progress", "train.tensorboard", "train.device", "train.log_every", "data.root",
-                     "data.download", "data.verify", "output")
+RESUME_MAY_DIFFER = ("train.max_steps", "train.ckpt_every", "train.eval_train", "train.progress", "train.tensorboard",
+                     "train.device", "train.log_every", "data.root", "data.download", "data.verify", "output")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -214,6 +214,8 @@ class Trainer:
         self._tb: Any = None
         self._t0 = time.time()
         self._elapsed_before = 0.0
+        self._acc_loss = torch.zeros((), dtype=torch.float64, device=self.device)  # Σ data loss since last log
+        self._acc_n = 0
 
     # ---------------------------------------------------------------- set-up
     def _setup_distributed(self) -> None:
@@ -260,9 +262,10 @@ class Trainer:
             "rng": rng_state(),
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "best": dict(self.best),
+            "log_window": [float(self._acc_loss), self._acc_n],  # the running train-loss average being logged
             "elapsed": self._elapsed(),
             "config": self.config.to_dict(),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
@@ -275,6 +278,8 @@ class Trainer:
         self.epoch, self.step_in_epoch = int(ckpt["epoch"]), int(ckpt["step_in_epoch"])
         self.global_step = int(ckpt["global_step"])
         self.best = dict(ckpt["best"])
+        self._acc_loss.fill_(ckpt["log_window"][0])
+        self._acc_n = int(ckpt["log_window"][1])
         self._elapsed_before = float(ckpt.get("elapsed", 0.0))
 
     def save(self, which: str = "last") -> Path:
@@ -501,8 +506,6 @@ class Trainer:
         bar = tqdm(total=stop, initial=self.global_step, disable=not (c.progress and self.is_main),
                    desc=self.config.name, mininterval=1.0, dynamic_ncols=True)
         self.model.train()
-        acc_loss = torch.zeros((), dtype=torch.float64, device=self.device)
-        acc_n = 0
         while self.global_step < stop and self.epoch < c.epochs:
             perm = epoch_permutation(len(self.train_y), c.seed, self.epoch, self.device)
             while self.step_in_epoch < self.steps_per_epoch and self.global_step < stop:
@@ -510,12 +513,12 @@ class Trainer:
                 out = self._train_step(perm[k:k + self.batch_size])
                 self.step_in_epoch += 1
                 self.global_step += 1
-                acc_loss += out["data_loss_sum"].double()
-                acc_n += out["n"]
+                self._acc_loss += out["data_loss_sum"].double()
+                self._acc_n += out["n"]
                 end_of_epoch = self.step_in_epoch == self.steps_per_epoch
                 if self.global_step % c.log_every == 0 or end_of_epoch or self.global_step == stop:
-                    stats = torch.stack([acc_loss, torch.tensor(float(acc_n), dtype=torch.float64,
-                                                                device=self.device)])
+                    stats = torch.stack([self._acc_loss, torch.tensor(float(self._acc_n), dtype=torch.float64,
+                                                                      device=self.device)])
                     if self.world_size > 1:
                         dist.all_reduce(stats)
                     rec = {"kind": "train", "loss": float(stats[0] / stats[1]), "lr": out["lr"],
@@ -524,8 +527,8 @@ class Trainer:
                         rec["reg"] = float(out["reg"])
                     self.log(rec)
                     bar.set_postfix(loss=f"{rec['loss']:.4f}", lr=f"{out['lr']:.2e}", refresh=False)
-                    acc_loss.zero_()
-                    acc_n = 0
+                    self._acc_loss.zero_()
+                    self._acc_n = 0
                 self._callbacks("on_step_end", out)
                 bar.update()
                 if end_of_epoch:
@@ -535,6 +538,8 @@ class Trainer:
                     self._eval_and_track()
                 if end_of_epoch or self.global_step == stop or (c.ckpt_every and self.global_step % c.ckpt_every == 0):
                     self.save("last")
+                if end_of_epoch:
+                    break  # the next epoch draws its own permutation
         bar.close()
 
     def _write_summary(self, status: str, message: str | None = None) -> dict[str, Any]:
