@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -202,27 +201,32 @@ def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> 
 
 # ---------------------------------------------------------------- exact resume after SIGKILL
 
-KILL_SCRIPT = textwrap.dedent("""
-    import json, os, signal, sys
-    from orthojac.train import Callback, Trainer
+class KillAt(Callback):
+    """SIGKILL the process running the trainer after step ``step`` (mid-epoch, a few steps after a checkpoint)."""
 
-    cfg = json.loads(sys.argv[1])
+    def __init__(self, step: int) -> None:
+        self.step = step
 
-    class KillAt(Callback):  # SIGKILL ourselves mid-epoch, a few steps after a checkpoint
-        def on_step_end(self, trainer, logs):
-            if trainer.global_step == 15:
-                os.kill(os.getpid(), signal.SIGKILL)
+    def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
 
-    Trainer(cfg, callbacks=[KillAt()]).fit()
-""")
+
+def _train_and_get_killed(cfg: dict[str, Any]) -> None:
+    torch.set_num_threads(1)
+    Trainer(cfg, callbacks=[KillAt(15)]).fit()
 
 
 def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
+    import multiprocessing
+
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg_killed = tiny_config(killed)
-    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(cfg_killed)], env=_env(),
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    Trainer(tiny_config(tmp_path / "warm", train__epochs=1)).fit()  # imports done here are inherited by the child
+    child = multiprocessing.get_context("fork").Process(target=_train_and_get_killed, args=(cfg_killed,))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == -signal.SIGKILL
     ck = load_checkpoint(killed / "last.pt")
     assert (ck["global_step"], ck["epoch"], ck["step_in_epoch"]) == (12, 1, 2)  # mid-epoch checkpoint
     assert max(r["step"] for r in _records(killed)) == 15  # logged after the checkpoint, then lost
@@ -245,18 +249,54 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- DDP: 2 processes = 1 process
 
-def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
-    over = {"data__n_train": 250, "train__epochs": 1, "train__ckpt_every": None}  # 8 steps, last batch 26
-    one, two = tmp_path / "one", tmp_path / "two"
-    (tmp_path / "two.yaml").write_text(yaml.safe_dump(tiny_config(two, **over)))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "orthojac.cli", "train", str(tmp_path / "two.yaml")]
-    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
-    assert res.returncode == 0, res.stdout + res.stderr
-    s1 = Trainer(tiny_config(one, **over)).fit()
+DDP_OVERRIDES = {"data__n_train": 250, "train__epochs": 1, "train__ckpt_every": None}  # 8 steps, last batch 26
+
+
+def _ddp_worker(rank: int, world: int, port: int, cfg: dict[str, Any]) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    Trainer(cfg).fit()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_ddp_equals_one_process(s1: dict[str, Any], one: Path, two: Path) -> None:
     s2 = json.loads((two / "summary.json").read_text())
     assert s2["world_size"] == 2 and s1["world_size"] == 1 and s1["steps"] == s2["steps"] == 8
     a, b = load_checkpoint(one / "last.pt")["model"], load_checkpoint(two / "last.pt")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    init = Trainer(tiny_config(one.parent / "init", **DDP_OVERRIDES)).model.state_dict()
+    moved = max(float((a[k] - init[k]).abs().max()) for k in a)
+    assert moved > 1e-2  # the weights did move: the comparison is not trivially true
     assert s1["test_acc"] == s2["test_acc"] and s1["val_loss"] == pytest.approx(s2["val_loss"], rel=1e-4)
+
+
+def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
+    """2 ranks (gloo, CPU; forked from this process, so torch is not imported again) give the 1-process result."""
+    import torch.multiprocessing as mp
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    s1 = Trainer(tiny_config(one, **DDP_OVERRIDES)).fit()  # first: the children inherit everything it imported
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), tiny_config(two, **DDP_OVERRIDES)), nprocs=2,
+                       start_method="fork")
+    _check_ddp_equals_one_process(s1, one, two)
+
+
+@pytest.mark.slow
+def test_torchrun_cli_matches_one_process(tmp_path: Path) -> None:
+    """The documented path end to end: torchrun --nproc_per_node=2 -m orthojac.cli train CONFIG."""
+    two = tmp_path / "two"
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump(tiny_config(two, **DDP_OVERRIDES)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "orthojac.cli", "train", str(tmp_path / "two.yaml")]
+    res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _check_ddp_equals_one_process(Trainer(tiny_config(tmp_path / "one", **DDP_OVERRIDES)).fit(), tmp_path / "one", two)
