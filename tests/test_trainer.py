@@ -183,6 +183,15 @@ def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
         Trainer(tiny_config(run, train__epochs=1, optim__lr=0.02)).fit(resume=True)
 
 
+def test_bf16_autocast_and_no_checkpoints(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    s = Trainer(tiny_config(run, train__amp="bf16", train__checkpoints=False, train__epochs=1)).fit()
+    assert s["status"] == "completed" and math.isfinite(s["test_loss"])
+    assert not list(run.glob("*.pt")) and (run / "summary.json").exists()
+    with pytest.raises(ConfigError, match="train.amp: 'fp16' needs a CUDA device"):
+        Trainer(tiny_config(tmp_path / "fp16", train__amp="fp16"))
+
+
 def test_nonfinite_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     class Poison(Callback):
         def on_after_backward(self, trainer: Trainer) -> None:

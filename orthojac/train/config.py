@@ -127,7 +127,8 @@ class OptimConfig(_Strict):
 class TrainConfig(_Strict):
     """The loop. Steps are optimiser steps; ``eval_every``/``ckpt_every`` in steps (None: at each epoch's end;
     an epoch's end always evaluates and checkpoints). ``max_steps`` stops early (the schedule still spans
-    ``epochs``)."""
+    ``epochs``). ``checkpoints: false`` writes no ``last.pt``/``best.pt`` (for sweeps; no resume then).
+    ``threads`` sets ``torch.set_num_threads`` (on a shared CPU, 1 is often much faster)."""
 
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1)
@@ -142,6 +143,8 @@ class TrainConfig(_Strict):
     progress: bool = True
     tensorboard: bool = True
     best_metric: Literal["val_acc", "test_acc", "val_loss", "test_loss"] = "val_acc"
+    checkpoints: bool = True
+    threads: int | None = Field(None, ge=1)
 
     @field_validator("device")
     @classmethod

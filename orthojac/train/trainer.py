@@ -51,7 +51,8 @@ __all__ = ["Trainer", "Callback", "NonFiniteLossError", "train", "build_optimize
 
 # keys that may differ between a checkpoint's config and the config given with --resume
 RESUME_MAY_DIFFER = ("train.max_steps", "train.ckpt_every", "train.eval_train", "train.progress", "train.tensorboard",
-                     "train.device", "train.log_every", "data.root", "data.download", "data.verify", "output")
+                     "train.device", "train.log_every", "train.threads", "data.root", "data.download", "data.verify",
+                     "output")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -175,12 +176,11 @@ class Trainer:
         self.callbacks: list[Callback] = list(callbacks)
         if extra_metrics is not None:
             self.callbacks.append(_ExtraMetrics(extra_metrics))
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
         self._setup_distributed()
         c = config
-        self.data = data if data is not None else load_splits(
-            c.data.dataset, c.data.root, n_train=c.data.n_train, n_val=c.data.n_val, n_test=c.data.n_test,
-            val_fraction=c.data.val_fraction, seed=c.data.seed, normalize_inputs=c.data.normalize,
-            download=c.data.download and self.rank == 0, verify=c.data.verify, progress=self.is_main)
+        self.data = data if data is not None else self._load_data()
         if model is None:
             try:
                 model = build_model(c.model.body, c.model.arch, self.data.in_shape, self.data.num_classes,
@@ -240,6 +240,21 @@ class Trainer:
             self._owns_pg = True
         self.is_main = self.rank == 0
 
+    def _load_data(self) -> DataSplits:
+        """``load_splits`` as configured; with several processes only rank 0 downloads, the others wait."""
+        d = self.config.data
+
+        def load(download: bool) -> DataSplits:
+            return load_splits(d.dataset, d.root, n_train=d.n_train, n_val=d.n_val, n_test=d.n_test,
+                               val_fraction=d.val_fraction, seed=d.seed, normalize_inputs=d.normalize,
+                               download=download, verify=d.verify, progress=self.is_main)
+
+        if self.world_size == 1 or not d.download:
+            return load(d.download)
+        data = load(True) if self.is_main else None
+        dist.barrier()
+        return data if data is not None else load(False)
+
     def _setup_amp(self) -> None:
         amp = self.config.train.amp
         self.amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
@@ -285,7 +300,7 @@ class Trainer:
     def save(self, which: str = "last") -> Path:
         """Write ``<which>.pt`` atomically (rank 0 only; returns its path on every rank)."""
         path = self.run_dir / f"{which}.pt"
-        if self.is_main:
+        if self.is_main and self.config.train.checkpoints:
             save_checkpoint(path, self.state_dict())
         return path
 
