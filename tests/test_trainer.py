@@ -174,6 +174,9 @@ def test_fit_writes_run_directory(tmp_path: Path) -> None:
     assert best["global_step"] == s["best_step"]
     with pytest.raises(ConfigError, match="already holds a run"):  # never overwrite a run silently
         Trainer(tiny_config(run)).fit()
+    again = Trainer(tiny_config(run)).fit(resume=True)  # resuming a finished run changes nothing
+    assert again["steps"] == 30 and again["test_acc"] == s["test_acc"]
+    assert torch.equal(load_checkpoint(run / "last.pt")["model"]["head.weight"], ck["model"]["head.weight"])
 
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:

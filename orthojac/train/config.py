@@ -145,6 +145,7 @@ class TrainConfig(_Strict):
     best_metric: Literal["val_acc", "test_acc", "val_loss", "test_loss"] = "val_acc"
     checkpoints: bool = True
     threads: int | None = Field(None, ge=1)
+    ddp_find_unused: bool = False
 
     @field_validator("device")
     @classmethod

@@ -192,9 +192,13 @@ class Trainer:
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
-            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                           find_unused_parameters=c.train.ddp_find_unused)
         self.train_x, self.train_y = (t.to(self.device) for t in self.data.train)
         self.batch_size = c.data.batch_size
+        if self.batch_size < self.world_size:
+            raise ConfigError(f"data.batch_size: {self.batch_size} is the global batch and must be at least the "
+                              f"number of processes ({self.world_size})")
         n = len(self.train_y)
         # the last, partial batch is kept unless it has fewer samples than ranks
         self.steps_per_epoch = n // self.batch_size + (1 if n % self.batch_size >= self.world_size else 0)
@@ -500,6 +504,9 @@ class Trainer:
                           "world_size": self.world_size, "device": str(self.device), **self.data.sizes()})
             self._callbacks("on_train_start")
             self._loop()
+            if not self.last_eval:  # resumed a run that had already finished: nothing was evaluated here
+                self.last_eval = {**(self.evaluate("val") if self.data.val is not None else {}),
+                                  **self.evaluate("test")}
             summary = self._write_summary("completed")
             self._callbacks("on_train_end", summary)
             return summary
