@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import claims
 from .activations import get_activation, slopes_of
+from .base import ClaimedModule
 from .orthogonal import register_orthogonal
 
 __all__ = ["OrthoResidual", "OrthoFeedforward", "LimitLayer", "PersistentSubspace", "BIAS_INITS"]
@@ -68,7 +69,7 @@ def _check_slopes(act: nn.Module, allowed: frozenset[float], layer: str, name: A
     return s
 
 
-class OrthoResidual(nn.Module):
+class OrthoResidual(ClaimedModule):
     r"""Orthogonal-Jacobian residual layer ``F(x) = x − τ·Bᵀρ(Bx + b)`` (notes §2.4).
 
     Args:
@@ -140,7 +141,7 @@ class OrthoResidual(nn.Module):
         return f"dim={self.dim}, hidden={self.hidden}, step={self.step}, orthogonal={self.policy!r}"
 
 
-class OrthoFeedforward(nn.Module):
+class OrthoFeedforward(ClaimedModule):
     r"""Orthogonal-Jacobian feedforward layer (no skip connection) ``F(x) = Aᵀσ(Bx + b) + c`` (notes §2.3).
 
     Args:
@@ -227,7 +228,7 @@ class OrthoFeedforward(nn.Module):
         return f"dim={self.dim}, tied={self.tied}, partial={self.partial}, orthogonal={self.policy!r}"
 
 
-class LimitLayer(nn.Module):
+class LimitLayer(ClaimedModule):
     r"""Limit layer ``F(x) = G(x) + ε·Uᵀ diag(s) tanh(Vx + d)``: singular values in [1 − ε, 1 + ε].
 
     G is an exact orthogonal-Jacobian layer (``base="residual"``: :class:`OrthoResidual` with ReLU;
@@ -289,7 +290,7 @@ class LimitLayer(nn.Module):
         return f"eps={self.eps}, hidden={self.hidden}"
 
 
-class PersistentSubspace(nn.Module):
+class PersistentSubspace(ClaimedModule):
     r"""Partial-isometry layer with a persistent isometric subspace of dimension r (PSO, notes §4).
 
     ``F(x) = Aᵀρ(Bx + b) + c`` with block-diagonal A = diag(A_r, A_c), B = diag(B_r, B_c) (orthogonal
