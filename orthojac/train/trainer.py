@@ -223,8 +223,11 @@ class Trainer:
 
     # ---------------------------------------------------------------- set-up
     def _setup_distributed(self) -> None:
-        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
+        if dist.is_available() and dist.is_initialized():  # a process group set up by the caller
+            self.world_size, self.rank = dist.get_world_size(), dist.get_rank()
+        else:  # torchrun's environment (or a single process)
+            self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+            self.rank = int(os.environ.get("RANK", "0"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         want = self.config.train.device
         if want == "auto":
