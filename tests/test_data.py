@@ -300,5 +300,6 @@ def test_real_fashion_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     assert verify_file(paths[1], spec[1])[0] == "hash"
     x, y = load_dataset("fashion-mnist", split="test")
     assert x.shape == (10000, 1, 28, 28) and y.shape == (10000,)
+    assert load_splits("fashion-mnist", n_train=10, n_test=10, val_fraction=0).files[-1] == str(paths[1])
     assert torch.bincount(y).tolist() == [1000] * 10  # the test set is balanced
     assert 0.25 < float(x.mean()) < 0.33  # Fashion-MNIST's mean pixel ≈ 0.286

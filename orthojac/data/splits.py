@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from .datasets import DATASETS, load_dataset
+from .datasets import DATASETS, load_dataset, locate
 from .synthetic import make_spirals
 
 __all__ = ["DataSplits", "load_splits", "normalize", "channel_stats", "train_val_indices", "make_loaders",
@@ -38,6 +38,7 @@ class DataSplits:
     num_classes: int
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)  # the files read (empty for generated data)
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train[1]), "val": 0 if self.val is None else len(self.val[1]),
@@ -98,10 +99,12 @@ def load_splits(name: str, root: str | Path | None = None, *, n_train: int | Non
         x, y = make_spirals(n_tr + n_val + n_te, classes=3, seed=seed)
         xs, ys, xt, yt = x[:n_tr + n_val], y[:n_tr + n_val], x[n_tr + n_val:], y[n_tr + n_val:]
         in_shape, classes = (2,), 3
+        files = []
     else:
         xs, ys = load_dataset(name, root, "train", download=download, verify=verify, progress=progress)
         xt, yt = load_dataset(name, root, "test", download=download, verify=verify, progress=progress)
         in_shape, classes = DATASETS[name].in_shape, DATASETS[name].num_classes
+        files = [str(p) for split in ("train", "test") for p in locate(name, split, root)]
         if n_test is not None:
             if not 1 <= n_test <= len(xt):
                 raise ValueError(f"n_test={n_test} must be in [1, {len(xt)}]")
@@ -123,7 +126,7 @@ def load_splits(name: str, root: str | Path | None = None, *, n_train: int | Non
         train = (normalize(train[0], mean, std), train[1])
         val = None if val is None else (normalize(val[0], mean, std), val[1])
         test = (normalize(test[0], mean, std), test[1])
-    return DataSplits(name, train, val, test, in_shape, classes, mean_l, std_l)
+    return DataSplits(name, train, val, test, in_shape, classes, mean_l, std_l, files)
 
 
 def make_loaders(splits: DataSplits, batch_size: int, seed: int = 0,

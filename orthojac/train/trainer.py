@@ -579,7 +579,7 @@ class Trainer:
             "seconds": round(self._elapsed(), 2), "device": _device_name(self.device),
             "world_size": self.world_size, "n_params": sum(p.numel() for p in self.model.parameters()),
             **{f"n_{k}": v for k, v in self.data.sizes().items()},
-            "normalization": {"mean": self.data.mean, "std": self.data.std},
+            "normalization": {"mean": self.data.mean, "std": self.data.std}, "data_files": self.data.files,
         })
         if message:
             summary["message"] = message
