@@ -131,6 +131,17 @@ def test_raw_and_recompressed_files_pass_by_content_hash(tiny: tuple[Path, Datas
     assert verify_file(g / "t10k-labels-idx1-ubyte.gz", info.splits["test"][1])[0] == "content-hash"
 
 
+def test_format_only_verification_when_no_content_hash_is_known(tmp_path: Path) -> None:
+    """Like raw MNIST files: only the .gz hash is published, so a raw file is checked by format alone,
+    while a .gz with another hash is refused."""
+    write_idx(tmp_path / "lab", np.arange(5, dtype=np.uint8))
+    write_idx(tmp_path / "lab.gz", np.arange(5, dtype=np.uint8))
+    spec = FileSpec("lab", (5,), frozenset({"sha256:" + "0" * 64}), None)
+    assert verify_file(tmp_path / "lab", spec)[0] == "format"
+    with pytest.raises(DatasetCorruptError, match=r"lab\.gz: checksum does not match"):
+        verify_file(tmp_path / "lab.gz", spec)
+
+
 def test_corrupt_file_is_an_error_naming_it(tiny: tuple[Path, DatasetInfo], tmp_path: Path) -> None:
     src, _ = tiny
     bad = tmp_path / "bad"
