@@ -17,6 +17,7 @@ from . import __version__
 COMMANDS: list[str] = [
     "orthojac.experiments.demo",
     "orthojac.experiments.reproduce",
+    "orthojac.experiments.train",
 ]
 
 
