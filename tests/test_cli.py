@@ -17,7 +17,8 @@ def test_demo_small_run(tmp_path) -> None:
     rc = main(["demo", "--depth", "3", "--width", "8", "--epochs", "1", "--n-train", "256", "--n-test", "128",
                "--out", str(tmp_path)])
     assert rc == 0
-    rows = list(csv.DictReader(open(tmp_path / "demo.csv")))
+    with open(tmp_path / "demo.csv") as f:
+        rows = list(csv.DictReader(f))
     assert {r["arch"] for r in rows} == {"plain_relu", "resnet", "ortho_residual_relu", "ortho_feedforward_abs"}
     for r in rows:
         assert 0.0 <= float(r["test_acc"]) <= 1.0

@@ -15,7 +15,8 @@ def test_every_family_builds_and_runs(family: str) -> None:
 
 
 def test_seed_makes_construction_deterministic() -> None:
-    a, b = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5), create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5)
+    a = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5)
+    b = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=5)
     c = create_model("ortho_residual_relu", 10, 2, 8, 3, seed=6)
     sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -34,3 +35,9 @@ def test_model_errors() -> None:
         build_model("rnn", "resnet", (4,), 2)
     with pytest.raises(ValueError, match="depth and width must be positive"):
         create_body("resnet", 4, 0)
+
+
+def test_stem_norm_option() -> None:
+    m = create_model("resnet", 2, 3, 8, 2, stem_norm=False)
+    assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.stem.modules())
+    assert any(isinstance(x, torch.nn.LayerNorm) for x in create_model("resnet", 2, 3, 8, 2).stem.modules())

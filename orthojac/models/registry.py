@@ -70,14 +70,19 @@ def create_body(family: str, width: int, depth: int, policy: str = "init", seed:
 
 
 def create_model(family: str, in_features: int, num_classes: int, width: int = 128, depth: int = 16,
-                 policy: str = "init", seed: int | None = 0, **layer_kwargs: Any) -> Classifier:
-    """MLP classifier: Linear(d_in → n) + LayerNorm (no affine) → body of ``depth`` layers → Linear(n → classes).
+                 policy: str = "init", seed: int | None = 0, stem_norm: bool = True,
+                 **layer_kwargs: Any) -> Classifier:
+    """MLP classifier: Linear(d_in → n) [+ LayerNorm, no affine] → body of ``depth`` layers → Linear(n → classes).
 
-    ``seed`` makes construction deterministic (the whole model, stem and head included)."""
+    ``stem_norm`` (default on) gives the body unit-scale features, which the identity-at-init biases assume;
+    turn it off for very low-dimensional inputs (e.g. 2-D toy data), where per-sample normalisation of a
+    rank-2 embedding discards the input's scale. ``seed`` makes construction deterministic (the whole model,
+    stem and head included)."""
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), nn.LayerNorm(width, elementwise_affine=False))
+        norm = [nn.LayerNorm(width, elementwise_affine=False)] if stem_norm else []
+        stem = nn.Sequential(nn.Flatten(), nn.Linear(in_features, width), *norm)
         head = nn.Linear(width, num_classes)
     body = create_body(family, width, depth, policy, generator=generator, **layer_kwargs)
     return Classifier(stem, body, head)
