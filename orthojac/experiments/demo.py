@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
+import math
 import time
 from pathlib import Path
 
@@ -20,38 +20,28 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import make_spirals, read_idx
+from ..data import load_splits
 from ..models import create_model
 
-ARCHS = ("plain_relu", "resnet", "ortho_residual_relu", "ortho_feedforward_abs")
-FMNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
-
-
-def _find_fmnist() -> Path | None:
-    dirs = [os.environ["ORTHOJAC_DATA"]] if os.environ.get("ORTHOJAC_DATA") else []
-    for d in [*dirs, *FMNIST_DIRS]:
-        p = Path(d)
-        if (p / "train-images-idx3-ubyte.gz").exists() and (p / "t10k-labels-idx1-ubyte.gz").exists():
-            return p
-    return None
+# (family, orthogonality policy): the feedforward form runs under "exact" because under "init" its tied
+# weight drifts off O(n) in training and the gradient-norm ratio leaves 1 (measured 2.5 after 3 epochs).
+ARCHS: tuple[tuple[str, str], ...] = (
+    ("plain_relu", "init"), ("resnet", "init"), ("ortho_residual_relu", "init"), ("ortho_feedforward_abs", "exact"),
+)
 
 
 def load_demo_data(n_train: int, n_test: int, seed: int) -> tuple[str, tuple[torch.Tensor, ...], int, int]:
-    """(name, (x_train, y_train, x_test, y_test), in_features, classes)."""
-    root = _find_fmnist()
-    if root is not None:
-        xs = read_idx(root / "train-images-idx3-ubyte.gz").float().div_(255.0)
-        ys = read_idx(root / "train-labels-idx1-ubyte.gz").long()
-        xt = read_idx(root / "t10k-images-idx3-ubyte.gz").float().div_(255.0)
-        yt = read_idx(root / "t10k-labels-idx1-ubyte.gz").long()
-        g = torch.Generator().manual_seed(seed)
-        i = torch.randperm(len(xs), generator=g)[:n_train]
-        j = torch.randperm(len(xt), generator=g)[:n_test]
-        mean, std = xs.mean(), xs.std()
-        norm = lambda a: ((a - mean) / std).reshape(len(a), -1)  # noqa: E731
-        return "fashion-mnist", (norm(xs[i]), ys[i], norm(xt[j]), yt[j]), 784, 10
-    x, y = make_spirals(n_train + n_test, classes=3, seed=seed)
-    return "spirals", (x[:n_train], y[:n_train], x[n_train:], y[n_train:]), 2, 3
+    """(name, (x_train, y_train, x_test, y_test), in_features, classes): Fashion-MNIST when its files are
+    found (never downloaded), generated spirals otherwise."""
+    try:
+        d = load_splits("fashion-mnist", n_train=n_train, n_test=n_test, val_fraction=0.0, seed=seed, progress=False)
+        name = "fashion-mnist"
+    except FileNotFoundError:
+        d = load_splits("spirals", n_train=n_train, n_test=n_test, val_fraction=0.0, seed=seed)
+        name = "spirals"
+    (xs, ys), (xt, yt) = d.train, d.test
+    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    return name, (flat(xs), ys, flat(xt), yt), math.prod(d.in_shape), d.num_classes
 
 
 def grad_norm_profile(model, x: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -79,15 +69,15 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> floa
 
 
 def run_demo(depth: int, width: int, epochs: int, n_train: int, n_test: int, lr: float, seed: int,
-             out: Path, archs: tuple[str, ...] = ARCHS, policy: str = "init") -> list[dict]:
+             out: Path, archs: tuple[tuple[str, str], ...] = ARCHS) -> list[dict]:
     torch.manual_seed(seed)
     name, (xs, ys, xt, yt), d_in, classes = load_demo_data(n_train, n_test, seed)
     out.mkdir(parents=True, exist_ok=True)
-    print(f"demo: {name}, {len(xs)} train / {len(xt)} test, depth {depth}, width {width}, {epochs} epochs, "
-          f"policy {policy!r}")
+    print(f"demo: {name}, {len(xs)} train / {len(xt)} test, depth {depth}, width {width}, {epochs} epochs")
     rows, curves, profiles = [], {}, {}
-    for arch in archs:
-        model = create_model(arch, d_in, classes, width, depth, policy=policy, seed=seed)
+    for arch, policy in archs:
+        model = create_model(arch, d_in, classes, width, depth, policy=policy, seed=seed,
+                             stem_norm=name != "spirals")
         profiles[arch] = prof0 = grad_norm_profile(model, xs[:256], ys[:256])
         opt = torch.optim.Adam(model.parameters(), lr=lr)
         steps = epochs * ((len(xs) + 127) // 128)
@@ -132,12 +122,12 @@ def _write(rows: list[dict], curves: dict, profiles: dict, out: Path) -> None:
         w.writeheader()
         w.writerows(rows)
     (out / "curves.json").write_text(json.dumps({"accuracy": curves, "grad_norm_init": profiles}, indent=1))
-    lines = ["| arch | depth | test acc | grad ratio first/last (init) | (trained) | seconds |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['arch']} | {r['depth']} | {r['test_acc']:.3f} | {r['grad_ratio_init']:.3g} | "
+    lines = ["| arch | policy | depth | test acc | grad ratio first/last (init) | (trained) | seconds |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['arch']} | {r['policy']} | {r['depth']} | {r['test_acc']:.3f} | {r['grad_ratio_init']:.3g} | "
               f"{r['grad_ratio_trained']:.3g} | {r['seconds']} |" for r in rows]
     table = "\n".join(lines)
-    (out / "summary.md").write_text(f"# orthojac demo ({rows[0]['data']}, policy {rows[0]['policy']!r})\n\n"
+    (out / "summary.md").write_text(f"# orthojac demo ({rows[0]['data']})\n\n"
                                     f"{table}\n")
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     for arch, c in curves.items():
@@ -159,12 +149,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--depth", type=int, default=100)
     p.add_argument("--width", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--n-train", type=int, default=8000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--n-train", type=int, default=12000)
     p.add_argument("--n-test", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--policy", choices=("init", "exact"), default="init")
+    p.add_argument("--policy", choices=("init", "exact"), default=None,
+                   help="one policy for every family (default: exact for the feedforward form, init otherwise)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
-    p.set_defaults(func=lambda a: run_demo(a.depth, a.width, a.epochs, a.n_train, a.n_test, a.lr, a.seed, a.out,
-                                           policy=a.policy) and 0)
+    p.set_defaults(func=lambda a: run_demo(
+        a.depth, a.width, a.epochs, a.n_train, a.n_test, a.lr, a.seed, a.out,
+        ARCHS if a.policy is None else tuple((arch, a.policy) for arch, _ in ARCHS)) and 0)
