@@ -260,8 +260,8 @@ class ConvOrthoResidual(ClaimedModule):
         activation_kwargs: passed to :func:`get_activation`.
     """
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], kernel_size: int = 3,
-                 activation: str | nn.Module = "relu", *, orthogonal: str = "init", orthogonal_init: str = "qr",
+    def __init__(self, channels: int, image_size: int | tuple[int, int], activation: str | nn.Module = "relu",
+                 kernel_size: int = 3, *, orthogonal: str = "init", orthogonal_init: str = "qr",
                  bias_init: str | float = "identity", bias_margin: float = 3.0,
                  generator: torch.Generator | None = None, activation_kwargs: dict | None = None) -> None:
         super().__init__()
@@ -296,8 +296,8 @@ class ConvOrthoFeedforward(ClaimedModule):
         other arguments: as in :class:`ConvOrthoResidual`.
     """
 
-    def __init__(self, channels: int, image_size: int | tuple[int, int], kernel_size: int = 3,
-                 activation: str | nn.Module = "abs", *, orthogonal: str = "init", orthogonal_init: str = "qr",
+    def __init__(self, channels: int, image_size: int | tuple[int, int], activation: str | nn.Module = "abs",
+                 kernel_size: int = 3, *, orthogonal: str = "init", orthogonal_init: str = "qr",
                  bias_init: str | float = "identity", bias_margin: float = 3.0,
                  generator: torch.Generator | None = None, activation_kwargs: dict | None = None) -> None:
         super().__init__()
