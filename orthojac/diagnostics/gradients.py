@@ -117,9 +117,15 @@ def gradient_norms(
         inputs, args = batch, ()
     acts: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(chosen) + 1)}
 
-    def pre_hook(_m: nn.Module, a: tuple) -> None:
-        if a and isinstance(a[0], torch.Tensor):
+    def pre_hook(_m: nn.Module, a: tuple) -> tuple | None:
+        if not a or not isinstance(a[0], torch.Tensor):
+            return None
+        if a[0].requires_grad or not a[0].is_floating_point():
             acts[0].append(a[0])
+            return None
+        x0 = a[0].detach().requires_grad_(True)  # raw data enters the first block: differentiate w.r.t. it
+        acts[0].append(x0)
+        return (x0, *a[1:])
 
     def make_hook(i: int) -> Callable:
         def hook(_m: nn.Module, _a: tuple, out: Any) -> None:
@@ -145,10 +151,9 @@ def gradient_norms(
             raise ValueError(f"{what} was seen {len(a)} times in one forward; blocks must be called exactly once "
                              "(pass blocks= explicitly)")
     xs = [acts[i][0] for i in range(len(chosen) + 1)]
-    if not xs[0].requires_grad:  # the first block's input is the data itself: make it a leaf we can differentiate
-        raise ValueError("the input of the first block does not require grad (it is the raw data?); "
-                         "gradient_norms needs at least one differentiable module before the blocks, or call it "
-                         "on inputs with requires_grad_()")
+    if not xs[0].is_floating_point():
+        raise ValueError(f"the input of the first block is {xs[0].dtype}, not floating point: choose blocks after "
+                         "the embedding (blocks=...)")
     params = [[p for p in m.parameters() if p.requires_grad] for _, m in chosen]
     flat_params = [p for ps in params for p in ps]
     grads = torch.autograd.grad(loss, xs + flat_params, allow_unused=True)

@@ -26,8 +26,7 @@ Every vector is orthogonalised twice against all previous ones (classical Gram�
 costs O(jN) per step and stores P and Q (memory ≈ 2·j·max(M, N) numbers per sample). A breakdown
 (β_j or α_j ≈ 0: an invariant subspace, e.g. at every step for an orthogonal J) continues with a fresh
 random vector orthogonal to the basis, so the process never stalls. The whole batch runs together; one
-linearisation of ``fn`` serves every product (``torch.func.linearize`` for JVPs, ``torch.func.vjp`` for
-VJPs).
+forward pass of ``fn`` serves every product (:func:`jvp_vjp`).
 """
 
 from __future__ import annotations
@@ -45,28 +44,39 @@ __all__ = ["lanczos_singular_values", "jvp_vjp"]
 
 def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
             ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor], torch.Size]:
-    """Linearise ``fn`` at the batch ``x`` once and return (jv, vjᵀ, output shape): ``jv(v)`` maps
-    flattened tangents (B, n_in) to (B, m_out) = per-sample J_b v_b, ``vj(u)`` maps (B, m_out) to
-    (B, n_in) = J_bᵀ u_b (samples are independent, so the batched products are the per-sample ones)."""
+    """Linearise ``fn`` at the batch ``x`` with one forward pass and return (jv, vj, output shape):
+    ``jv(v)`` maps flattened tangents (B, n_in) to (B, m_out) = per-sample J_b v_b, ``vj(u)`` maps (B, m_out)
+    to (B, n_in) = J_bᵀ u_b (samples are independent, so batched products are the per-sample ones).
+
+    VJPs are reverse passes through the stored graph. JVPs use the double-backward identity: g(w) = Jᵀw is
+    linear in w, so ∂⟨g(w), v⟩/∂w = J v — one more reverse pass through the graph of g (built once with
+    ``create_graph=True``), much cheaper here than ``torch.func.jvp`` (which re-runs the forward) or
+    ``torch.func.linearize`` (which traces it). Functions whose ops lack double backward fall back to
+    ``torch.func.jvp``."""
     x = x.detach()
     b = x.shape[0]
-    with parametrize.cached():
-        y, vjp_fn = torch.func.vjp(fn, x)
-        try:
-            with warnings.catch_warnings():  # torch.fx constant folding warns about its own graph internals
-                warnings.simplefilter("ignore", UserWarning)
-                _, jvp_fn = torch.func.linearize(fn, x)
-        except Exception:  # some ops cannot be traced; fall back to a JVP per product (one extra forward)
-            def jvp_fn(t: torch.Tensor) -> torch.Tensor:
-                with parametrize.cached():
-                    return torch.func.jvp(fn, (x,), (t,))[1]
+    with torch.enable_grad(), parametrize.cached():
+        xr = x.requires_grad_(True)
+        y = fn(xr)
+        w = torch.zeros_like(y, requires_grad=True)
+        (g,) = torch.autograd.grad(y, xr, w, create_graph=True)
     out_shape = y.shape
+    double_backward = g.requires_grad
 
     def jv(v: torch.Tensor) -> torch.Tensor:
-        return jvp_fn(v.reshape(x.shape)).reshape(b, -1)
+        t = v.reshape(x.shape)
+        if double_backward:
+            try:
+                (r,) = torch.autograd.grad(g, w, t, retain_graph=True, allow_unused=True)
+                return (torch.zeros(out_shape, dtype=x.dtype, device=x.device) if r is None else r).reshape(b, -1)
+            except RuntimeError:  # an op without double backward: fall through to forward mode
+                pass
+        with parametrize.cached():
+            return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
 
     def vj(u: torch.Tensor) -> torch.Tensor:
-        return vjp_fn(u.reshape(out_shape))[0].reshape(b, -1)
+        (r,) = torch.autograd.grad(y, xr, u.reshape(out_shape), retain_graph=True)
+        return r.reshape(b, -1)
 
     return jv, vj, out_shape
 
