@@ -43,7 +43,8 @@ def tiny_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     res, figs = tmp_path / "results", tmp_path / "figs"
-    common = ["--data-root", str(tiny_fashion), "--n-train", "64", "--n-test", "32", "--epochs", "1",
+    common = ["--data-root", str(tiny_fashion), "--conv-width", "2", "--n-train", "64", "--n-test", "32",
+              "--epochs", "1",
               "--results", str(res), "--figures", str(figs), "--runs-dir", str(tmp_path / "runs"), "--threads", "1"]
     assert main(["reproduce", "fmnist-depth", "--quick", "--depths", "8", *common]) == 0
     rows = read_csv(res / "fmnist_depth.csv")

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ..diagnostics import gradient_norms, jacobian_spectrum
 from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, write_csv
 
 __all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "make_figures",
@@ -77,7 +78,7 @@ class Run:
 # reported, never used to choose anything) and of the test file.
 MODES: dict[str, dict[str, Any]] = {
     "quick": {
-        "mlp": {"width": 64, "n_train": 5000, "n_test": 2000, "epochs": 2},
+        "mlp": {"width": 64, "n_train": 5000, "n_test": 2000, "epochs": 3},
         "conv": {"width": 4, "n_train": 2000, "n_test": 1000, "epochs": 2},
         "seeds": (0,), "lr": 2e-3, "batch_size": 128, "warmup_steps": 10, "profile_depth": 200,
     },
@@ -94,7 +95,8 @@ def grid(mode: str) -> list[Run]:
 
     quick: MLP at depths {8, 32, 200}, every architecture (policy init, α = 0, depth-scaled lr), plus at depth 200
     the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr (the ablation);
-    conv at depth 8, every architecture, plus the exact feedforward form. One seed.
+    conv at depth 8, every architecture, plus the exact feedforward form; conv at depth 32 for the feedforward |·|
+    form, resnet and plain ReLU. One seed.
 
     full: bodies {mlp, conv} × depths {8, 16, 32, 64, 128, 200, 500, 1000} × seeds {0, 1, 2}; every orthogonal
     architecture under policies {init, exact} × α {0, 1e-3}; the baselines once (policy none, α 0); and the
@@ -107,6 +109,8 @@ def grid(mode: str) -> list[Run]:
                  Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant")]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 8, 0) for a in ARCHS]
         runs += [Run("conv", "ortho_feedforward_abs", "exact", 0.0, 8, 0)]
+        runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 32, 0)
+                 for a in ("ortho_feedforward_abs", "resnet", "plain_relu")]
         return runs
     if mode != "full":
         raise ValueError(f"mode {mode!r} is unknown; choose one of {tuple(MODES)}")
@@ -126,37 +130,23 @@ def grid(mode: str) -> list[Run]:
 
 # ----------------------------------------------------------------------------- diagnostics
 def gradient_profile(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """‖∂L/∂x_ℓ‖ for ℓ = 0 … L (x₀ the body's input, x_ℓ the output of body layer ℓ), mean over the batch, for
-    the cross-entropy L of the batch (x, y)."""
-    h = model.stem(x).detach().requires_grad_(True)
-    acts = [h]
-    for block in model.body:
-        h = block(h)
-        h.retain_grad()
-        acts.append(h)
-    loss = F.cross_entropy(model.head(h), y)
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    norms = [a.grad.flatten(1).norm(dim=1).mean().item() for a in acts]
-    model.zero_grad(set_to_none=True)
-    return norms
+    """‖∂L/∂x_ℓ‖ for ℓ = 0 … L (x₀ the body's input, x_ℓ the output of body layer ℓ — downsampling layers
+    included), mean over the batch, for the cross-entropy L of the batch (x, y)
+    (:func:`orthojac.diagnostics.gradient_norms`)."""
+    return [float(v) for v in gradient_norms(model, F.cross_entropy, (x, y)).activation]
 
 
-def body_spectrum(model: torch.nn.Module, x: torch.Tensor) -> list[list[float]]:
-    """Singular values of the body's Jacobian ∂x_L/∂x₀ at the body inputs of the samples x (float64, exact,
-    ``torch.func.jacrev``), one descending list per sample."""
+def body_spectrum(model: torch.nn.Module, x: torch.Tensor, exact_dim: int = 2048, k: int = 8) -> list[list[float]]:
+    """Singular values of the body's Jacobian ∂x_L/∂x₀ at the body inputs of the samples x, in float64
+    (:func:`orthojac.diagnostics.jacobian_spectrum`): the whole spectrum when the body's input has at most
+    ``exact_dim`` entries (the MLP), otherwise the k largest and k smallest by Lanczos (conv bodies).
+    One descending list per sample."""
     body = copy.deepcopy(model.body).double()  # a copy: casting the model itself would round its weights
     with torch.no_grad():
         h0 = model.stem(x).double()
-
-    def single(v: torch.Tensor) -> torch.Tensor:
-        return body(v.unsqueeze(0)).reshape(-1)
-
-    out = []
-    for v in h0:
-        jac = torch.func.jacrev(single)(v).reshape(-1, v.numel())
-        out.append(torch.linalg.svdvals(jac).tolist())
-    return out
+    big = h0[0].numel() > exact_dim
+    res = jacobian_spectrum(body, h0, method="lanczos" if big else "exact", k=k if big else None)
+    return res.singular_values.tolist()
 
 
 # ----------------------------------------------------------------------------- one run
@@ -287,7 +277,7 @@ def run(args: argparse.Namespace) -> int:
         profile = (r.depth == settings["profile_depth"] or r.depth == max(x.depth for x in runs if x.body == r.body)) \
             and r.seed == runs[0].seed and r.alpha == 0 and r.policy in ("init", "none") and r.lr_scaling == "depth"
         row, prof = run_one(r, mode, settings, data_cache[dkey], device, Path(args.runs_dir), args.data_root, profile,
-                            spectra=r.body == "mlp" or args.conv_spectra)
+                            spectra=not args.no_spectra)
         tqdm.write(f"  {r.name}: test {row['test_acc']:.4f} train {row['train_acc']:.4f} [{row['status']}, "
                    f"{row['seconds']} s]")
         append_csv([row], csv_path, COLUMNS)
@@ -384,11 +374,13 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> l
             lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
             for ax, key in ((a0, "spectrum_init"), (a1, "spectrum_trained")):
                 sv = [max(v, 1e-30) for v in p[key][0]]
-                line, = ax.semilogy(range(1, len(sv) + 1), sv, label=lab)
+                kw = {"marker": ".", "ls": ":"} if p["run"]["body"] == "conv" else {}  # Lanczos extremes only
+                line, = ax.semilogy(range(1, len(sv) + 1), sv, label=lab, **kw)
                 for other in p[key][1:]:
                     ax.semilogy(range(1, len(other) + 1), [max(v, 1e-30) for v in other], color=line.get_color(),
                                 alpha=0.3, lw=0.8)
-        a0.set(xlabel="index i", ylabel="σ_i(∂x_L/∂x₀)", title="body Jacobian singular values at initialisation")
+        a0.set(xlabel="index i (conv: the 8 largest, then the 8 smallest)", ylabel="σ_i(∂x_L/∂x₀)",
+               title="body Jacobian singular values at initialisation")
         a1.set(xlabel="index i", title="after training")
         a0.legend(fontsize=7)
         fig.tight_layout()
@@ -415,5 +407,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conv-width", type=int, help="override the conv body's first-stage channels")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--restart", action="store_true", help="full mode: redo runs already in the CSV")
-    p.add_argument("--conv-spectra", action="store_true",
-                   help="also profile conv bodies (exact Jacobian of a C·H·W map: slow)")
+    p.add_argument("--no-spectra", action="store_true",
+                   help="skip the body Jacobian spectra of the profiled runs (gradient norms are still measured)")
