@@ -19,7 +19,8 @@ Writes ``results/fmnist_depth.csv`` (one row per run; rows of the other mode are
 (per-layer gradient norms and body Jacobian singular values at initialisation and after training) and the
 figures ``docs/figures/fmnist_depth_{accuracy,gradnorms,spectra}.png``. ``--quick`` (default) is a subset
 for 2 CPU cores; ``--full`` is the whole grid for an accelerator and resumes: runs already in the CSV are
-skipped (``--restart`` redoes them). See docs/fmnist_depth.md.
+skipped (``--restart`` redoes them). Quick mode always redoes the selected runs. Only the selected runs' rows are
+ever replaced. See docs/fmnist_depth.md.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def grid(mode: str) -> list[Run]:
     """The runs of a mode.
 
     quick: MLP at depths {8, 32, 200}, every architecture (policy init, α = 0, depth-scaled lr), plus at depth 200
-    the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr (the ablation);
+    the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr under both policies
+    (the ablation);
     conv at depth 8, every architecture, plus the exact feedforward form; conv at depth 32 for the feedforward |·|
     form, resnet and plain ReLU. One seed.
 
@@ -106,7 +108,8 @@ def grid(mode: str) -> list[Run]:
                 for d in (8, 32, 200) for a in ARCHS]
         runs += [Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0),
                  Run("mlp", "ortho_feedforward_abs", "init", 1e-3, 200, 0),
-                 Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant")]
+                 Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant"),
+                 Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0, "constant")]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 8, 0) for a in ARCHS]
         runs += [Run("conv", "ortho_feedforward_abs", "exact", 0.0, 8, 0)]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 32, 0)
@@ -266,13 +269,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("the filters (--bodies/--archs/--depths/--seeds/--policies/--alphas/--lr-scalings) leave "
                          "no run")
     restart = mode == "quick" or args.restart
-    if restart and csv_path.exists():  # this mode's old rows go; the other mode's stay
-        append_csv([], csv_path, COLUMNS, replace_where={"mode": mode})
+    selected = {r.key() for r in runs}
+    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+    profiles.setdefault(mode, [])
+    if restart:  # the selected runs' old rows and profiles go; every other row stays
+        if csv_path.exists():
+            write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
+                       or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
+        profiles[mode] = [p for p in profiles[mode] if Run(**p["run"]).key() not in selected]
     done = {tuple(str(row[k]) for k in KEY) for row in read_csv(csv_path) if row["mode"] == mode} \
         if csv_path.exists() else set()
     todo = [r for r in runs if r.key() not in done]
-    profiles = json.loads(prof_path.read_text()) if prof_path.exists() and not restart else {}
-    profiles.setdefault(mode, [])
     print(f"fmnist-depth --{mode}: {len(todo)} runs ({len(runs) - len(todo)} already in {csv_path}) on "
           f"{device_name(device)}")
     data_cache: dict[str, Any] = {}
