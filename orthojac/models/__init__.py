@@ -14,3 +14,7 @@ from .registry import (
 
 __all__ = ["Classifier", "PlainLayer", "ResidualBlock", "FAMILIES", "create_body", "create_model",
            "family_names", "register_family", "BODIES", "build_model", "register_body"]
+
+from .stable import OPENINGS, StableNet, create_stable_model, hypothesis_loss, predict_labels  # noqa: E402
+
+__all__ += ["StableNet", "create_stable_model", "hypothesis_loss", "predict_labels", "OPENINGS"]
