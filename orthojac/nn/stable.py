@@ -339,10 +339,7 @@ class LeapfrogODE(StableDynamics):
 
     @property
     def jacobian_claim(self) -> claims.JacobianClaim:
-        if self.negdef:
-            a = operator_norm_bound(self.C, self.conv) ** 2
-        else:
-            a = operator_norm_bound(self.K, self.conv)
+        a = operator_norm_bound(self.C, self.conv) ** 2 if self.negdef else operator_norm_bound(self.K, self.conv)
         scale = 1.0 if self.literal_start else math.sqrt(2)
         return claims.JacobianClaim("bounded", 0.0, float(scale * (1 + math.sqrt(2) + self.h ** 2 * a).prod()))
 
