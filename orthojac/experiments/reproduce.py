@@ -12,6 +12,8 @@ import argparse
 import importlib
 
 RUNNERS: dict[str, tuple[str, str]] = {}
+RUNNERS["haber-ruthotto"] = ("orthojac.experiments.haber_ruthotto",
+                             "Haber & Ruthotto stable architectures: Figs. 1-6, Table 1")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -116,9 +116,10 @@ def train_multilevel(model: nn.Module, levels: Sequence[int], fit: Callable[[nn.
 
 def fit_adam(model: nn.Module, data: Data, epochs: int = 50, lr: float = 1e-2, batch_size: int = 64,
              alpha: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
-             desc: str = "adam") -> FitResult:
-    """Adam on (1/|batch|) Σ S(h(Y_N W + µ), c) + α·R_time(θ), one validation evaluation per epoch; returns
-    the best-validation parameters (ties: the earliest)."""
+             desc: str = "adam", penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> FitResult:
+    """Adam on (1/|batch|) Σ S(h(Y_N W + µ), c) + α·R_time(θ) (+ ``penalty(model)``, e.g. the classifier's
+    spatial smoothness), one validation evaluation per epoch; returns the best-validation parameters (ties: the
+    earliest)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs}, {batch_size}")
     xt, yt, xv, yv = data
@@ -135,6 +136,8 @@ def fit_adam(model: nn.Module, data: Data, epochs: int = 50, lr: float = 1e-2, b
             loss = hypothesis_loss(model(xt[idx]), yt[idx])
             if alpha:
                 loss = loss + alpha * time_smoothness(model)
+            if penalty is not None:
+                loss = loss + penalty(model)
             loss.backward()
             opt.step()
         acc = accuracy(model, xv, yv)

@@ -54,7 +54,7 @@ class NewtonCGConfig:
     alpha_w: float = 0.0          # classifier weight: ½α_W‖L W‖² (L = ``classifier_operator``) or ½α_W‖W‖²
     classifier_shift: float = 1e-6
     precond_shift: float = 1e-3   # shift g of the propagation preconditioner (α DᵀD/h + g I)⁻¹
-    armijo_its: int = 10
+    armijo_its: int = 30
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "newton_its", "newton_cg_its", "gn_cg_its"):
@@ -132,7 +132,7 @@ def _armijo(objective: Callable[[Params], torch.Tensor], params: Params, directi
 
 def newton_cg_classifier_step(model: StableNet, feats: torch.Tensor, labels: torch.Tensor, newton_its: int = 2,
                               cg_its: int = 2, alpha_w: float = 0.0, operator: torch.Tensor | None = None,
-                              shift: float = 1e-6, armijo_its: int = 10, tol: float = 1e-2) -> int:
+                              shift: float = 1e-6, armijo_its: int = 30, tol: float = 1e-2) -> int:
     """Inexact Newton-PCG on (W, µ) with features Y_N fixed; objective (1/s)ΣS + ½α_W‖L W‖² (‖W‖² without an
     ``operator`` L of shape (·, HW), applied per channel image). Preconditioned by (α_W LᵀL + shift·I)⁻¹ on W.
     Updates ``model.classifier`` in place; returns the number of Newton iterations that moved."""
@@ -216,7 +216,7 @@ class _TimePreconditioner:
 
 def gauss_newton_cg_step(model: StableNet, x: torch.Tensor, labels: torch.Tensor, alpha: float = 0.0,
                          cg_its: int = 20, tol: float = 1e-2, curvature_fraction: float = 0.5,
-                         precond: _TimePreconditioner | None = None, armijo_its: int = 10,
+                         precond: _TimePreconditioner | None = None, armijo_its: int = 30,
                          generator: torch.Generator | None = None) -> tuple[int, float]:
     """One Gauss–Newton-PCG step on the propagation weights θ with (W, µ) fixed; objective
     (1/s)ΣS(h(Y_N(θ)W + µ), c) + α R(θ). The gradient uses the whole batch ``x``; the GN products
