@@ -272,3 +272,18 @@ def test_bad_input_errors():
         create_stable_model("resnet", 3, 2, 8, 4, 1.0, opening="repeat")
     with pytest.raises(ValueError, match="curvature_fraction"):
         NewtonCGConfig(curvature_fraction=0.0)
+
+
+def test_reproduce_plan_and_cli_parser():
+    """The quick plan runs both optimisers on at least one data set and every Figure-3 architecture on all three
+    sets; the full plan uses levels 4 … 1024. The CLI registers the runner."""
+    from orthojac.cli import build_parser
+    from orthojac.experiments.haber_ruthotto import levels, toy_plan
+
+    quick = toy_plan("quick")
+    assert {o for _, _, o in quick} == {"adam", "newton_cg"}
+    assert {(d, a) for d, a, _ in quick} >= {(d, a) for d in ("ellipses", "swiss_roll", "peaks")
+                                              for a in ("resnet", "antisymmetric", "verlet")}
+    assert levels("full") == [4, 8, 16, 32, 64, 128, 256, 512, 1024] and levels("quick", images=True) == [4, 8, 16]
+    args = build_parser().parse_args(["reproduce", "haber-ruthotto", "--full", "--datasets", "peaks"])
+    assert args.mode == "full" and args.datasets == ["peaks"]

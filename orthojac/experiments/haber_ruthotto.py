@@ -245,6 +245,29 @@ def figure2(path: Path) -> Path:
     return _save(fig, path)
 
 
+def example2_norms(path: Path) -> Path:
+    """Example 2 in numbers: the largest feature norm of the two inputs in each window of 500 layers (N = 5000),
+    for leapfrog with K₋ (h = 1), leapfrog with K = −CᵀC, C = [[1, 0.5], [0, 1]] (h = 1), Verlet with K₋
+    (h = 0.1). Written to a CSV (Markdown generated from it)."""
+    y0 = torch.tensor([[0.1, 0.1], [-0.1, -0.1]], dtype=torch.float64)
+    rows = []
+    cases = (("leapfrog K-", _constant_net("leapfrog", K_MINUS, 5000, 1.0)),
+             ("leapfrog -C^T C", create_dynamics("leapfrog", 2, 5000, 5000.0, negdef=True, dtype=torch.float64)),
+             ("verlet K-", _constant_net("verlet", K_MINUS, 5000, 0.1)))
+    with torch.no_grad():
+        cases[1][1].C.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=torch.float64).expand_as(cases[1][1].C))
+        for name, net in cases:
+            norms = torch.stack([t.norm(dim=1).max() for t in net.trajectory(y0)])[1:].reshape(10, 500)
+            for i, w in enumerate(norms):
+                rows.append({"network": name, "h": net.h, "layers_from": 500 * i + 1, "layers_to": 500 * (i + 1),
+                             "max_norm": float(w.max()), "min_norm": float(w.min())})
+    common.write_csv(rows, path)
+    common.csv_to_markdown(path, path.with_suffix(".md"), ["network", "h", "layers_from", "layers_to"],
+                           ["max_norm", "min_norm"], title="Example 2: feature norms over N = 5000 layers",
+                           note="Command: `orthojac reproduce haber-ruthotto` (any mode). Input norm 0.1414.")
+    return path
+
+
 def figure3(rows: list[dict], path: Path) -> Path:
     """Best validation accuracy per level, one panel per 2-D data set."""
     plt = common.plt()
@@ -342,6 +365,7 @@ def run(args: argparse.Namespace) -> int:
                                title="Table 1 (MNIST-format images): training and validation error",
                                note="Rows of results/haber_ruthotto.csv with dataset fmnist/mnist (errors = 1 − "
                                     "accuracy, fractions).")
+    example2_norms(Path(args.results_dir) / "haber_ruthotto_example2.csv")
     if not args.no_figures:
         figure1(figs / "haber_ruthotto_fig1.png")
         figure2(figs / "haber_ruthotto_fig2.png")
