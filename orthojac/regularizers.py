@@ -99,4 +99,4 @@ def spatial_smoothness(weight: torch.Tensor, operator: torch.Tensor, channels: i
     if weight.ndim != 2 or weight.shape[1] != channels * hw:
         raise ValueError(f"weight must have shape (classes, {channels}·{hw}), got {tuple(weight.shape)}")
     w = weight.reshape(weight.shape[0] * channels, hw)
-    return 0.5 * (w @ operator.to(w.dtype).T).pow(2).sum()
+    return 0.5 * (w @ operator.to(w).T).pow(2).sum()

@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures-dir", type=Path, default=Path("docs/figures"))
     p.add_argument("--no-figures", action="store_true", help="skip the figures")
     p.add_argument("--progress", action="store_true", help="progress bars for every fit")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -101,15 +102,16 @@ def _dynamics_kw(arch: str, seed: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- 2-D runs
-def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool) -> tuple[list[dict], Any]:
+def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
+            device: torch.device | str = "cpu") -> tuple[list[dict], Any]:
     st = TOY_SETTINGS[ds]
-    xt, yt, xv, yv = make_toy2d(ds, seed=seed)
+    xt, yt, xv, yv = (t.to(device) for t in make_toy2d(ds, seed=seed))
     classes = int(yt.max()) + 1
     width = 2 if arch == "verlet" else st.width
     opening = "identity" if width == 2 else st.opening
     lv = levels(mode)
     model = create_stable_model(arch, 2, classes, width, lv[0], st.T, opening=opening, dtype=torch.float64,
-                                **_dynamics_kw(arch, seed))
+                                **_dynamics_kw(arch, seed)).to(device)
     g = torch.Generator().manual_seed(seed)
     if opt == "adam":
         epochs = 25 if mode == "quick" else 100
@@ -127,17 +129,17 @@ def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool) 
                                  desc=f"{ds}/{arch}/ncg N={n}")
         iters = cfg.iterations
     res = train_multilevel(model, lv, fit, xv, yv)
-    rows = [_row(ds, arch, opt, r, width, st.T, st.alpha, iters, len(yt), len(yv), mode) for r in res]
+    rows = [_row(ds, arch, opt, r, width, st.T, st.alpha, iters, len(yt), len(yv), mode, device) for r in res]
     best = max(res, key=lambda r: r.fit.val_acc)
     return rows, (model, res, best, (xt, yt, xv, yv))
 
 
-def _row(ds, arch, opt, r, width, T, alpha, iters, n_train, n_val, mode) -> dict[str, Any]:
+def _row(ds, arch, opt, r, width, T, alpha, iters, n_train, n_val, mode, device) -> dict[str, Any]:
     return {"dataset": ds, "arch": arch, "layers": r.layers, "optimizer": opt, "train_acc": round(r.fit.train_acc, 5),
             "val_acc": round(r.fit.val_acc, 5), "seconds": round(r.fit.seconds, 2),
             "val_acc_prolonged": round(r.val_acc_prolonged, 5), "train_err": round(1 - r.fit.train_acc, 5),
             "val_err": round(1 - r.fit.val_acc, 5), "width": width, "T": T, "h": r.h, "alpha": alpha,
-            "iterations": iters, "n_train": n_train, "n_val": n_val, "mode": mode, "device": common.device_name()}
+            "iterations": iters, "n_train": n_train, "n_val": n_val, "mode": mode, "device": common.device_name(device)}
 
 
 # ---------------------------------------------------------------------------------------------- Table 1
@@ -154,7 +156,8 @@ def image_runs(mode: str) -> list[str]:
     return out
 
 
-def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool) -> list[dict]:
+def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
+               device: torch.device | str = "cpu") -> list[dict]:
     name = "fashion-mnist" if ds == "fmnist" else "mnist"
     if mode == "quick":
         d = load_splits(name, n_train=2000, n_val=1000, n_test=1, val_fraction=1 / 6, seed=seed, progress=False)
@@ -166,12 +169,13 @@ def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: boo
     xv, yv = d.val
     if pool > 1:
         xt, xv = F.avg_pool2d(xt, pool), F.avg_pool2d(xv, pool)
+    xt, yt, xv, yv = xt.to(device), yt.to(device), xv.to(device), yv.to(device)
     hh, ww = xt.shape[-2:]
     T, alpha, alpha_w = 6.0, 5e-3, 1e-2
-    lap = grid_operator(hh, ww, "laplacian").float()
+    lap = grid_operator(hh, ww, "laplacian").float().to(device)
     lv = levels(mode, images=True)
     model = create_stable_model(arch, 1, 10, channels, lv[0], T, opening="repeat", spatial=(hh, ww),
-                                **_dynamics_kw(arch, seed))
+                                **_dynamics_kw(arch, seed)).to(device)
     g = torch.Generator().manual_seed(seed)
     data = (xt, yt, xv, yv)
     if opt == "adam":
@@ -189,7 +193,7 @@ def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: boo
                                  desc=f"{ds}/{arch}/ncg N={n}")
         iters = cfg.iterations
     res = train_multilevel(model, lv, fit, xv, yv)
-    return [_row(ds, arch, opt, r, channels, T, alpha, iters, len(yt), len(yv), mode) for r in res]
+    return [_row(ds, arch, opt, r, channels, T, alpha, iters, len(yt), len(yv), mode, device) for r in res]
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -292,6 +296,7 @@ def figure_regions(ds: str, run: Any, path: Path) -> Path:
     plt = common.plt()
     model, _, best, (xt, yt, _, _) = run
     model.load_state_dict(best.state)
+    model, xt, yt = model.cpu(), xt.cpu(), yt.cpu()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     axes[0].scatter(xt[:, 0], xt[:, 1], c=yt, cmap="coolwarm", s=4)
     axes[0].set_title(f"{ds}: training data")
@@ -326,6 +331,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(1)
     datasets = args.datasets or (*TOY, "fmnist")
     opts = args.optimizers or OPTIMIZERS
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     csv_path = Path(args.results_dir) / "haber_ruthotto.csv"
     figs = Path(args.figures_dir)
     t_wall, t_cpu = time.perf_counter(), time.process_time()
@@ -335,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         if ds not in datasets or opt not in opts:
             continue
         t0 = time.perf_counter()
-        r, run_out = run_toy(ds, arch, opt, mode, args.seed, args.progress)
+        r, run_out = run_toy(ds, arch, opt, mode, args.seed, args.progress, device)
         rows += r
         print(f"{ds:10s} {arch:13s} {opt:9s} best val acc {max(x['val_acc'] for x in r):.4f} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -346,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             for arch in ("resnet", "antisymmetric", "verlet"):
                 for opt in opts if mode == "full" else ("adam",):
                     t0 = time.perf_counter()
-                    r = run_images(ds, arch, opt, mode, args.seed, args.progress)
+                    r = run_images(ds, arch, opt, mode, args.seed, args.progress, device)
                     rows += r
                     print(f"{ds:10s} {arch:13s} {opt:9s} val err by level "
                           f"{[x['val_err'] for x in r]} ({time.perf_counter() - t0:.1f} s)", flush=True)
@@ -375,5 +381,5 @@ def run(args: argparse.Namespace) -> int:
             if ds in regions:
                 figure_regions(ds, regions[ds], figs / f"haber_ruthotto_fig{4 + i}.png")
     print(f"wrote {csv_path} ({len(rows)} rows); wall {time.perf_counter() - t_wall:.1f} s, "
-          f"CPU {time.process_time() - t_cpu:.1f} s on {common.device_name()}")
+          f"CPU {time.process_time() - t_cpu:.1f} s on {common.device_name(device)}")
     return 0

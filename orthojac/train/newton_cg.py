@@ -139,14 +139,14 @@ def newton_cg_classifier_step(model: StableNet, feats: torch.Tensor, labels: tor
     lin = model.classifier
     params = {"weight": lin.weight.detach(), "bias": lin.bias.detach()}
     hw = operator.shape[1] if operator is not None else None
-    lap = operator.T @ operator if operator is not None else None
+    lap = (operator.T @ operator).to(feats) if operator is not None else None
     if lap is not None:
-        evals, evecs = torch.linalg.eigh(lap.to(feats.dtype))
+        evals, evecs = torch.linalg.eigh(lap.to(feats))
 
     def w_op(w: torch.Tensor) -> torch.Tensor:  # ∇²R_W w = α_W LᵀL w per channel image (or α_W w)
         if lap is None:
             return alpha_w * w
-        return alpha_w * (w.reshape(-1, hw) @ lap.to(w.dtype)).reshape(w.shape)
+        return alpha_w * (w.reshape(-1, hw) @ lap.to(w)).reshape(w.shape)
 
     def objective(p: Params) -> torch.Tensor:
         out = hypothesis_loss(feats @ p["weight"].T + p["bias"], labels)
@@ -187,12 +187,13 @@ class _TimePreconditioner:
     """(α DᵀD/h + g I)⁻¹ applied along the time axis (dim 0) of every time-series parameter, by one
     eigendecomposition of the N×N time Laplacian."""
 
-    def __init__(self, n: int, h: float, alpha: float, shift: float, dtype: torch.dtype) -> None:
+    def __init__(self, n: int, h: float, alpha: float, shift: float, dtype: torch.dtype,
+                 device: torch.device | str | None = None) -> None:
         lap = time_laplacian(n, h, torch.float64)
         evals, evecs = torch.linalg.eigh(lap)
-        self.lap = lap.to(dtype)
-        self.evecs = evecs.to(dtype)
-        self.inv = (1.0 / (alpha * evals + shift)).to(dtype)
+        self.lap = lap.to(dtype=dtype, device=device)
+        self.evecs = evecs.to(dtype=dtype, device=device)
+        self.inv = (1.0 / (alpha * evals + shift)).to(dtype=dtype, device=device)
         self.alpha = alpha
 
     def _along_time(self, m: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -224,7 +225,7 @@ def gauss_newton_cg_step(model: StableNet, x: torch.Tensor, labels: torch.Tensor
     Updates the model in place; returns (CG iterations, accepted step length)."""
     prop = model.propagation
     params = {k: v.detach() for k, v in prop.named_parameters()}
-    pre = precond or _TimePreconditioner(prop.layers, prop.h, alpha, 1e-3, x.dtype)
+    pre = precond or _TimePreconditioner(prop.layers, prop.h, alpha, 1e-3, x.dtype, x.device)
     w, mu = model.classifier.weight.detach(), model.classifier.bias.detach()
     y0 = model.open(x).detach()
 
@@ -267,8 +268,8 @@ def fit_newton_cg(model: StableNet, data: Data, config: NewtonCGConfig | None = 
     xt, yt, xv, yv = data
     g = generator or torch.Generator().manual_seed(0)
     prop = model.propagation
-    dtype = next(prop.parameters()).dtype
-    pre = _TimePreconditioner(prop.layers, prop.h, cfg.alpha, cfg.precond_shift, dtype)
+    p0 = next(prop.parameters())
+    pre = _TimePreconditioner(prop.layers, prop.h, cfg.alpha, cfg.precond_shift, p0.dtype, p0.device)
     t0 = time.perf_counter()
     best = (accuracy(model, xv, yv), _snapshot(model))
     history: list[float] = []
