@@ -46,18 +46,22 @@ OPTIMIZERS = ("adam", "newton_cg")
 
 @dataclass(frozen=True)
 class ToySetting:
-    """Notes §10: width per architecture (Verlet: 2), final time T, time-smoothness α."""
+    """Notes §10: width per architecture (Verlet: 2), final time T, time-smoothness α. Adam's learning rate and
+    quick-mode epochs per level are ours (measured on swiss roll, Verlet, N = 4…32: lr 0.05 → best validation
+    accuracy 0.73, lr 0.01 → 0.996 with 60 epochs)."""
 
     width: int
     opening: str
     T: float
     alpha: float
+    adam_lr: float
+    quick_epochs: int
 
 
 TOY_SETTINGS = {
-    "ellipses": ToySetting(2, "identity", 20.0, 1e-3),
-    "swiss_roll": ToySetting(4, "pad", 20.0, 5e-3),
-    "peaks": ToySetting(8, "repeat", 5.0, 5e-6),
+    "ellipses": ToySetting(2, "identity", 20.0, 1e-3, 0.01, 40),
+    "swiss_roll": ToySetting(4, "pad", 20.0, 5e-3, 0.01, 60),
+    "peaks": ToySetting(8, "repeat", 5.0, 5e-6, 0.05, 25),
 }
 
 
@@ -114,11 +118,11 @@ def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
                                 **_dynamics_kw(arch, seed)).to(device)
     g = torch.Generator().manual_seed(seed)
     if opt == "adam":
-        epochs = 25 if mode == "quick" else 100
+        epochs = st.quick_epochs if mode == "quick" else 200
         bs = 200 if ds == "peaks" else 64
 
         def fit(m, n):
-            return fit_adam(m, (xt, yt, xv, yv), epochs=epochs, lr=0.05, batch_size=bs, alpha=st.alpha,
+            return fit_adam(m, (xt, yt, xv, yv), epochs=epochs, lr=st.adam_lr, batch_size=bs, alpha=st.alpha,
                             generator=g, progress=progress, desc=f"{ds}/{arch}/adam N={n}")
         iters = epochs
     else:
@@ -242,8 +246,8 @@ def figure2(path: Path) -> Path:
                                        ("verlet", 0.1, 5000))):
         with torch.no_grad():
             tr = torch.stack(_constant_net(arch, K_MINUS, n, h).trajectory(y0))
-        for i, c in enumerate(("tab:blue", "tab:red")):
-            ax.plot(tr[:, i, 0], tr[:, i, 1], "-", color=c, lw=0.6)
+        for i, c in enumerate(("tab:blue", "tab:red")):  # leapfrog at h = 1 jumps: points, not lines
+            ax.plot(tr[:, i, 0], tr[:, i, 1], "." if arch == "leapfrog" else "-", color=c, lw=0.6, ms=1.5)
         ax.set_title(f"{arch}, K₋, h = {h:g}, N = {n}")
     fig.tight_layout()
     return _save(fig, path)
