@@ -32,3 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         mod.add_arguments(rp)
         rp.set_defaults(func=mod.run)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+
+RUNNERS["fmnist-depth"] = ("orthojac.experiments.fmnist_depth",
+                           "Fashion-MNIST accuracy vs depth (8…200; 500, 1000 with --full): orthogonal-Jacobian "
+                           "MLP and conv bodies against ResNet and plain ReLU")
