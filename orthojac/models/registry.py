@@ -110,3 +110,13 @@ def build_model(body: str, arch: str, in_shape: tuple[int, ...], num_classes: in
 
 register_body("mlp", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_model(
     arch, math.prod(in_shape), num_classes, width, depth, policy, seed, **kw))
+
+
+def _register_conv_body() -> None:
+    from .convnet import create_convnet
+
+    register_body("conv", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_convnet(
+        arch, in_shape, num_classes, width, depth, policy, seed, **kw))
+
+
+_register_conv_body()
