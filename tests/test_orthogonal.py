@@ -132,7 +132,7 @@ def test_deep_copy_keeps_the_schedule_and_stays_exact(gen) -> None:
     twin = copy.deepcopy(net)
     twin(torch.randn(2, 16, generator=gen))  # re-tags the copied weights
     assert twin[0].weight._oj_method == "qr"
-    assert _train(twin, torch.optim.Adam(twin.parameters(), 1e-2), 5, gen) < 1e-6
+    assert _train(twin, torch.optim.Adam(twin.parameters(), 1e-2), 5, gen) < 5e-6  # QR rounds less well than polar
 
 
 def test_every_k_retracts_on_every_kth_step_only(gen) -> None:
@@ -141,6 +141,18 @@ def test_every_k_retracts_on_every_kth_step_only(gen) -> None:
     errors = [_train(net, opt, 1, gen) for _ in range(6)]
     assert errors[2] < 1e-6 and errors[5] < 1e-6  # right after steps 3 and 6
     assert errors[0] > 1e-4 and errors[3] > 1e-4  # drift in between: near-orthogonal, not exact
+
+
+def test_weights_on_the_manifold_are_left_bit_for_bit(gen) -> None:
+    """Re-loading retracted weights (resume from a checkpoint) must not change them."""
+    net = _net()
+    _train(net, torch.optim.Adam(net.parameters(), 1e-2), 3, gen, track=False)
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    for method in ("polar", "qr"):
+        configure_retraction(net, method=method)
+        net.load_state_dict(saved)
+        net(torch.randn(2, 16, generator=gen))
+        assert all(torch.equal(v, net.state_dict()[k]) for k, v in saved.items())
 
 
 def test_bad_schedules_are_refused() -> None:
