@@ -202,23 +202,24 @@ def _gram_error(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _rounding_level(x: torch.Tensor) -> float:
     """‖WᵀW − I‖_∞ that a retraction's own output has in x's dtype: measured ≤ 0.5·eps·n (n = columns,
-    8 ≤ n ≤ 256, float32 and float64); a matrix within 2·eps·n is left bit-for-bit unchanged."""
-    return 2.0 * torch.finfo(x.dtype).eps * x.shape[-1]
+    8 ≤ n ≤ 256, float32 and float64); a matrix within eps·n counts as a retraction's output."""
+    return torch.finfo(x.dtype).eps * x.shape[-1]
 
 
-def _polar_retraction(x: torch.Tensor, tol: float, max_iter: int = 10) -> torch.Tensor:
+def _polar_retraction(x: torch.Tensor, tol: float, keep_exact: bool = False, max_iter: int = 10) -> torch.Tensor:
     r"""R(X) = X(XᵀX)^{-1/2}, the polar factor of a batch of tall matrices, by Newton–Schulz iterations.
 
     One iteration is Y ← Y(3I − YᵀY)/2 = Y − ½·Y·E with E = YᵀY − I. If the squared singular values of Y
     are 1 + dᵢ, those of the new Y are 1 + dᵢ′ with dᵢ′ = −¾dᵢ² + ¼dᵢ³ (quadratic convergence), and
     ‖E‖₂ = maxᵢ|dᵢ| ≤ ‖E‖_∞ (E is symmetric). So with d = ‖E‖_∞ from the Gram matrix that the iteration
     computes anyway, the error after the iteration is at most ¾d² + ¼d³; iterations stop as soon as that
-    bound is ≤ ``tol`` (in exact arithmetic; rounding adds ≈ eps·√n to ‖E‖₂). Matrices already within
-    rounding of the manifold (:func:`_rounding_level`) are returned unchanged; those with d ≥ ½ (far from
+    bound is ≤ ``tol`` (in exact arithmetic; rounding adds ≈ eps·√n to ‖E‖₂). With ``keep_exact``, matrices
+    already within rounding of the manifold (:func:`_rounding_level`) are returned unchanged (not used after
+    optimiser steps: tiny steps would accumulate up to that level). Matrices with d ≥ ½ (far from
     it, e.g. after many skipped retractions) are retracted by QR instead (then one iteration polishes QR's rounding).
     """
     e, d = _gram_error(x)
-    keep = d <= max(tol, _rounding_level(x))
+    keep = d <= (max(tol, _rounding_level(x)) if keep_exact else tol)
     far = d >= 0.5
     if bool(keep.all()):
         return x
@@ -241,13 +242,15 @@ def _polar_retraction(x: torch.Tensor, tol: float, max_iter: int = 10) -> torch.
 
 
 @torch.no_grad()
-def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float | None = None) -> None:
+def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float | None = None,
+             keep_exact: bool = False) -> None:
     r"""Put every tensor (each a (rows, cols) matrix) back on its manifold in place: orthonormal columns
-    (rows ≥ cols) or rows (rows < cols) — tensors already within rounding of it are left bit-for-bit unchanged —
-    by the polar factor (``method="polar"``, Newton–Schulz, the nearest
+    (rows ≥ cols) or rows (rows < cols) by the polar factor (``method="polar"``, Newton–Schulz, the nearest
     orthogonal matrix in every unitarily invariant norm) or QR (``"qr"``). Tensors of the same shape, dtype
     and device are retracted together in one batched call. ``tol`` (default: the dtype's machine epsilon)
-    bounds ‖WᵀW − I‖₂ (exact arithmetic) for the polar method."""
+    bounds ‖WᵀW − I‖₂ (exact arithmetic) for the polar method. ``keep_exact``: leave tensors already within
+    rounding of the manifold (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for
+    weights changed outside an optimiser step (a checkpoint loaded on resume must not move)."""
     if method not in RETRACTIONS:
         raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
     groups: dict[tuple, list[torch.Tensor]] = {}
@@ -258,10 +261,10 @@ def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float 
     for (_, dtype, _), ws in groups.items():
         x = torch.stack([_tall(w) for w in ws])
         if method == "qr":
-            keep = _gram_error(x)[1] <= _rounding_level(x)
-            y = x if bool(keep.all()) else torch.where(keep[:, None, None], x, _qr_retraction(x))
+            keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(len(ws), dtype=torch.bool)
+            y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
         else:
-            y = _polar_retraction(x, torch.finfo(dtype).eps if tol is None else tol)
+            y = _polar_retraction(x, torch.finfo(dtype).eps if tol is None else tol, keep_exact)
         for w, yi in zip(ws, y.unbind(0)):
             _tall(w).copy_(yi)
             w._oj_manifold = True
@@ -272,14 +275,14 @@ def _cfg_of(p: torch.Tensor) -> tuple[int, str, float | None]:
     return getattr(p, "_oj_every", 1), getattr(p, "_oj_method", "polar"), getattr(p, "_oj_tol", None)
 
 
-def _retract_params(params: list[torch.Tensor]) -> None:
+def _retract_params(params: list[torch.Tensor], keep_exact: bool = False) -> None:
     """Retract params grouped by their (method, tol) configuration."""
     by_cfg: dict[tuple, list[torch.Tensor]] = {}
     for p in params:
         _, method, tol = _cfg_of(p)
         by_cfg.setdefault((method, tol), []).append(p)
     for (method, tol), ps in by_cfg.items():
-        retract_(ps, method, tol)
+        retract_(ps, method, tol, keep_exact)
 
 
 def _after_optimizer_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
@@ -330,7 +333,7 @@ def _retract_changed(module: nn.Module, args) -> None:
                 _tag(p, module._riemannian_cfg)
             stale.append(p)
     if stale:
-        _retract_params(stale)
+        _retract_params(stale, keep_exact=True)
 
 
 def _register_riemannian(module: nn.Module, name: str) -> None:
