@@ -13,6 +13,8 @@ import importlib
 
 RUNNERS: dict[str, tuple[str, str]] = {}
 RUNNERS["isometry"] = ("orthojac.experiments.isometry", "Jacobian spectrum and gradient ratio vs depth at init")
+RUNNERS["haber-ruthotto"] = ("orthojac.experiments.haber_ruthotto",
+                             "Haber & Ruthotto stable architectures: Figs. 1-6, Table 1")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
