@@ -127,9 +127,9 @@ def check_monotonicity(hamiltonian: Hamiltonian, alpha: float, x: torch.Tensor, 
         msg = (f"{where}|∂H/∂p| is not finite on the sampled range (the solution's finite differences blew up), "
                f"so no viscosity α makes the Lax–Friedrichs scheme monotone; lower the learning rate or δ")
     elif alpha + 1e-12 < lip:
-        msg = (f"{where}α = {alpha:g} < {lip:.4g} = max_i |∂H/∂p_i| on the sampled range: the Lax–Friedrichs "
+        msg = (f"{where}α = {alpha:g} < {lip:.5g} = max_i |∂H/∂p_i| on the sampled range: the Lax–Friedrichs "
                f"scheme is not monotone there (convergence to the viscosity solution is not guaranteed); "
-               f"use α ≥ {lip:.3g} for a monotone scheme")
+               f"use α ≥ {lip:.5g} for a monotone scheme")
     else:
         return lip
     if on_violation == "error":
