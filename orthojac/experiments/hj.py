@@ -65,7 +65,8 @@ def run_solve(args: argparse.Namespace) -> int:
         if r == 0:
             torch.save(net.state_dict(), out / "model.pt")
             if cfg.plots and not args.no_plots:
-                fig = plot_solution(problem, net, out / "solution.png", title=f"{cfg.name}: {problem.describe()}")
+                title = problem.describe() if cfg.name == problem.name else f"{cfg.name}: {problem.describe()}"
+                fig = plot_solution(problem, net, out / "solution.png", title=title)
                 print(f"figure: {fig}")
     mse, mse_std = _mean_std([r["mse"] for r in runs])
     mx, mx_std = _mean_std([r["max_err"] for r in runs])
