@@ -105,6 +105,21 @@ class HJConfig(_Strict):
     seed: int = 0
     output: str | None = None
     plots: bool = True
+    device: str = "cpu"
+
+    @model_validator(mode="after")
+    def _device(self) -> HJConfig:
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:N' or 'auto', got {self.device!r}")
+        return self
+
+    def torch_device(self) -> str:
+        """``auto``: CUDA when available, else the CPU."""
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
 
     @model_validator(mode="after")
     def _time(self) -> HJConfig:
@@ -180,5 +195,5 @@ def solve_config(cfg: HJConfig, run: int = 0, progress: bool = True, eval_rounds
     result = solve(problem, net, cfg.rounds(), optimizer=cfg.optim.name, lr=cfg.optim.lr,
                    momentum=cfg.optim.momentum, lam=cfg.solver.lam, seed=cfg.seed + run,
                    monotonicity=cfg.solver.monotonicity, eval_points=cfg.eval.points, eval_rounds=eval_rounds,
-                   progress=progress, desc=f"{cfg.name} run {run + 1}/{cfg.runs}")
+                   progress=progress, desc=f"{cfg.name} run {run + 1}/{cfg.runs}", device=cfg.torch_device())
     return problem, net, result

@@ -49,6 +49,7 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
     """Save a figure: level sets of u_θ (with feedback trajectories) and, when the exact solution is known,
     the error map on the same slice. Returns the path."""
     plt = _pyplot()
+    net = net.to("cpu")
     pts, ext = problem.plot_slice(n)
     mask = problem.inside(pts)
     u = net(pts)

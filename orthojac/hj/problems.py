@@ -68,7 +68,7 @@ class Problem:
         return tuple(i for i in range(self.in_dim) if i != self.time_dim)
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ones(len(x), dtype=x.dtype)
+        return torch.ones_like(x[:, 0])
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{self.name} has no closed-form solution")
@@ -289,15 +289,16 @@ class IncompatibleBoundary(Problem):
     def g(self, y: torch.Tensor) -> torch.Tensor:
         left = 2 * (3 - y[:, 1].abs())
         right = 3 - y[:, 1].abs()
-        out = torch.zeros(len(y), dtype=y.dtype)
+        out = torch.zeros_like(y[:, 0])
         out = torch.where(y[:, 0] <= -3 + 1e-9, left, out)
         out = torch.where(y[:, 0] >= 3 - 1e-9, right, out)
         return out
 
     def exact(self, x):
         out = []
+        ref_y, ref_g = self._ref_y.to(x.device), self._ref_g.to(x.device)
         for chunk in x.to(torch.float64).split(4096):
-            out.append((torch.cdist(chunk, self._ref_y) + self._ref_g).amin(1))
+            out.append((torch.cdist(chunk, ref_y) + ref_g).amin(1))
         return torch.cat(out).to(x.dtype)
 
     def sample_interior(self, n, delta, g, delta_t=None):
@@ -337,7 +338,7 @@ class TimeDependentLQR(Problem):
 
     def riccati(self, t: torch.Tensor) -> torch.Tensor:
         """P_i(t) = tan(arctan(a_i) − t), shape (len(t), d)."""
-        return torch.tan(torch.atan(self.a).to(t.dtype) - t.reshape(-1, 1))
+        return torch.tan(torch.atan(self.a).to(t) - t.reshape(-1, 1))
 
     def exact(self, x):
         p = self.riccati(x[:, 0])

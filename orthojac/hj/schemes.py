@@ -65,7 +65,7 @@ def stencil_values(u: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, d
     b, n = x.shape
     k = len(dims)
     shift = torch.zeros(k, n, dtype=x.dtype, device=x.device)
-    shift[torch.arange(k), torch.as_tensor(list(dims))] = delta
+    shift[torch.arange(k, device=x.device), torch.as_tensor(list(dims), device=x.device)] = delta
     pts = [x.unsqueeze(1), x.unsqueeze(1) + shift, x.unsqueeze(1) - shift]
     if time_dim is not None:
         e_t = torch.zeros(1, 1, n, dtype=x.dtype, device=x.device)

@@ -79,17 +79,19 @@ class SolveResult:
                 "stopped": self.stopped, "rounds": [asdict(r) for r in self.rounds]}
 
 
-def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torch.Generator
+def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torch.Generator,
+               device: torch.device | str = "cpu"
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, mean R², mean boundary misfit, interior points, central differences p) for one fresh sample."""
-    x = problem.sample_interior(rnd.points, rnd.delta, g, rnd.delta_t)
+    """(loss, mean R², mean boundary misfit, interior points, central differences p) for one fresh sample
+    (drawn on the CPU by ``g``, so a seed gives the same points on every device, then moved to ``device``)."""
+    x = problem.sample_interior(rnd.points, rnd.delta, g, rnd.delta_t).to(device)
     r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t)
     res = (r * r).mean()
     if rnd.boundary_points and lam:
-        y, gv, w = problem.sample_boundary(rnd.boundary_points, g)
+        y, gv, w = (t.to(device) for t in problem.sample_boundary(rnd.boundary_points, g))
         bnd = (w * (net(y) - gv) ** 2).mean()
     else:
-        bnd = torch.zeros((), dtype=res.dtype)
+        bnd = torch.zeros((), dtype=res.dtype, device=res.device)
     return res + lam * bnd, res, bnd, x, p
 
 
@@ -102,8 +104,10 @@ def evaluate(problem: Problem, net: nn.Module, points: int = 100_000, seed: int 
         return float("nan"), float("nan")
     g = torch.Generator().manual_seed(10_000 + seed)
     x = problem.sample_test(points, g)
+    device = next(net.parameters()).device
     se, mx = 0.0, 0.0
     for xc in x.split(chunk):
+        xc = xc.to(device)
         e = net(xc).double() - problem.exact(xc.double())
         se += float((e * e).sum())
         mx = max(mx, float(e.abs().max()))
@@ -117,10 +121,11 @@ def _sampled_lipschitz(problem: Problem, rnd: Round, x: torch.Tensor, p: torch.T
     xs, ps = [x], [p]
     if problem.has_exact:
         dims = problem.stencil_dims
-        d = torch.full((len(dims),), rnd.delta, dtype=x.dtype)
+        d = torch.full((len(dims),), rnd.delta, dtype=x.dtype, device=x.device)
         _, up, dn, _ = stencil_values(problem.exact, x, d, dims, problem.periodic)
         xs.append(x)
         ps.append((up - dn) / (2 * d))
+    xs, ps = [t.cpu() for t in xs], [t.cpu() for t in ps]
     return check_monotonicity(problem.hamiltonian, rnd.alpha, torch.cat(xs), torch.cat(ps).detach(), on_violation,
                               context)
 
@@ -128,15 +133,18 @@ def _sampled_lipschitz(problem: Problem, rnd: Round, x: torch.Tensor, p: torch.T
 def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimizer: str = "sgd", lr: float = 0.02,
           momentum: float = 0.2, lam: float = 1.0, seed: int = 0, monotonicity: str = "warn",
           eval_points: int = 100_000, eval_rounds: bool = True, progress: bool = True,
-          desc: str | None = None) -> SolveResult:
+          desc: str | None = None, device: torch.device | str | None = None) -> SolveResult:
     """Train ``net`` on ``problem`` through the continuation ``rounds`` (module docstring). The sampling is
     driven by a generator seeded with ``seed``; the network's initialisation is the caller's. Errors against
-    the exact solution are measured after each round (``eval_rounds``) and at the end."""
+    the exact solution are measured after each round (``eval_rounds``) and at the end. ``device``: where
+    to train (default: where the network's parameters are; the network is moved there)."""
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     if not rounds:
         raise ValueError("need at least one round")
     g = torch.Generator().manual_seed(seed)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device)
     params = [q for q in net.parameters() if q.requires_grad]
     opt = (torch.optim.SGD(params, lr=lr, momentum=momentum) if optimizer == "sgd"
            else torch.optim.Adam(params, lr=lr))
@@ -153,7 +161,7 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
         acc = torch.zeros(3, dtype=torch.float64)
         lip = float("nan")
         for it in range(rnd.iterations):
-            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g)
+            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device)
             if it == 0:
                 lip = _sampled_lipschitz(problem, rnd, x, p, monotonicity,
                                          f"{problem.name} round {i} (δ = {rnd.delta:g})")
@@ -164,7 +172,7 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
             loss.backward()
             opt.step()
             if it >= rnd.iterations - tail:
-                acc += torch.tensor([loss.item(), res.item(), bnd.item()], dtype=torch.float64)
+                acc += torch.stack([loss.detach(), res.detach(), bnd.detach()]).double().cpu()
             if it % 50 == 0:
                 bar.set_postfix(round=i, loss=f"{loss.item():.2e}", refresh=False)
             bar.update(1)
