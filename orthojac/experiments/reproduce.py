@@ -31,3 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         mod.add_arguments(rp)
         rp.set_defaults(func=mod.run)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+
+RUNNERS["hj"] = ("orthojac.experiments.hj_reproduce",
+                 "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems")
