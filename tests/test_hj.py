@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,3 +287,24 @@ def test_cli_solve_end_to_end(tmp_path, capsys):
     assert (tmp_path / "run" / "solution.png").stat().st_size > 1000
     assert main(["hj", "solve", str(cfg), "--set", "solver.lam=-1"]) == 2
     assert "solver.lam" in capsys.readouterr().err
+
+
+def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
+    """The CSV contract of ``orthojac reproduce hj``: the issue's columns first, std empty for one run, and
+    the Markdown generated from the CSV."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.experiments.common import read_csv, write_csv
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # configs/hj/ is read relative to the repository
+    tiny = (5, 5, 5, 5, 5)
+    rows = [R.run_spec(R.Spec("eikonal_square", runs, iterations=tiny, authors=(1.5e-5, 0.0127)), "test", "cpu",
+                       str(tmp_path / "fig"), False) for runs in (1, 2)]
+    assert rows[0]["mse_std"] == "" and isinstance(rows[1]["mse_std"], float) and rows[1]["runs"] == 2
+    assert rows[0]["problem"] == "eikonal_square" and rows[0]["arch"] == "mlp[20]" and rows[0]["dim"] == 2
+    csv = write_csv(rows, tmp_path / "hj.csv", R.COLUMNS)
+    assert list(read_csv(csv)[0])[:7] == ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs"]
+    md = R.write_markdown(csv, tmp_path / "hj.md").read_text()
+    assert "do not edit by hand" in md and md.count("| test | eikonal_square |") == 2 and " ± " in md
+    assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
+    with pytest.raises(ValueError, match="iteration counts"):
+        R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
