@@ -31,6 +31,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
 
+def _finite(obj):
+    """NaN/inf → None (JSON null), recursively."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def _mean_std(xs: list[float]) -> tuple[float, float]:
     xs = [x for x in xs if math.isfinite(x)]
     if not xs:
@@ -72,6 +83,7 @@ def run_solve(args: argparse.Namespace) -> int:
     mx, mx_std = _mean_std([r["max_err"] for r in runs])
     summary = {"name": cfg.name, "problem": cfg.problem.name, "dim": cfg.dim, "runs": cfg.runs,
                "mse": mse, "mse_std": mse_std, "max_err": mx, "max_err_std": mx_std, "per_run": runs}
+    summary = _finite(summary)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({k: summary[k] for k in ("problem", "dim", "runs", "mse", "mse_std", "max_err", "max_err_std")}))
     print(f"run directory: {out}")
