@@ -54,7 +54,8 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
     mask = problem.inside(pts)
     u = net(pts)
     u[~mask] = float("nan")
-    panels = 2 if problem.has_exact else 1
+    game = isinstance(problem, TwoCarGame)
+    panels = 2 if (problem.has_exact or game) else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.4), squeeze=False)
     ax = axes[0, 0]
     img = u.reshape(n, n).numpy()
@@ -73,12 +74,16 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
                 p = tr["path"].numpy()
                 ax.plot(p[:, a], p[:, b], "r-", lw=1.2)
                 ax.plot(p[0, a], p[0, b], "ro", ms=3)
-            else:
-                for key, col in (("pursuer", "r"), ("evader", "w")):
+            else:  # the game: both cars in absolute coordinates, on their own panel
+                axg = axes[0, 1]
+                for key, col in (("pursuer", "r"), ("evader", "b")):
                     p = tr[key].numpy()
-                    ax.plot(p[:, 0], p[:, 1], col + "-", lw=1.2, label=key)
-                    ax.plot(p[0, 0], p[0, 1], col + "o", ms=3)
-                ax.legend(fontsize=7, loc="upper right")
+                    axg.plot(p[:, 0], p[:, 1], col + "-", lw=1.2, label=key)
+                    axg.plot(p[0, 0], p[0, 1], col + "o", ms=3)
+                end = "captured" if tr["captured"] else "not captured"
+                axg.set_title(f"feedback play: {end} after {tr['time']:.2f} (u = {tr['value']:.2f})", fontsize=9)
+                axg.set_aspect("equal")
+                axg.legend(fontsize=7)
     if problem.has_exact:
         err = (u.double() - problem.exact(pts.double())).abs()
         err[~mask] = float("nan")
