@@ -38,3 +38,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 RUNNERS["fmnist-depth"] = ("orthojac.experiments.fmnist_depth",
                            "Fashion-MNIST accuracy vs depth (8…200; 500, 1000 with --full): orthogonal-Jacobian "
                            "MLP and conv bodies against ResNet and plain ReLU")
+RUNNERS["hj"] = ("orthojac.experiments.hj_reproduce",
+                 "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems")
