@@ -31,3 +31,5 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         mod.add_arguments(rp)
         rp.set_defaults(func=mod.run)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
+RUNNERS["pso"] = ("orthojac.experiments.pso", "persistent subspace orthogonality: gradient flow and training")
+RUNNERS["limit"] = ("orthojac.experiments.limit", "limit layers: singular values within [1−ε, 1+ε], accuracy")
