@@ -73,7 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _rs(width: int) -> tuple[int, ...]:
-    return tuple(sorted({0, 1, 4, 16, width // 2}))
+    """The subspace dimensions of the gradient-flow part: {0, 1, 4, 16, n/2} ∩ [0, n]."""
+    return tuple(sorted(r for r in {0, 1, 4, 16, width // 2} if r <= width))
 
 
 def build_stack(strategy: str, width: int, r: int, depth: int, seed: int) -> nn.Sequential:
