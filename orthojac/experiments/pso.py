@@ -4,9 +4,11 @@ Two parts (definitions and proof sketch: docs/pso.md; the paper's v2, arXiv 2508
 
 1. **Gradient flow** (no data). Stacks of partial-isometry layers ``PersistentSubspace(n, r, strategy)``
    (orthogonal weights, ReLU) with a persistent subspace of dimension r ∈ {0, 1, 4, 16, n/2} — r = 0 is the
-   plain partial-isometry stack without one — and the exact orthogonal-Jacobian ``OrthoResidual`` as a
-   reference, at depths {10, 50, 200, 1000}, in float64 at Gaussian inputs. For each input, the body
-   Jacobian J (built layer by layer with ``torch.func.jacrev``) gives
+   plain partial-isometry stack without one —, the same layers each followed by a fixed random rotation
+   (``strategy="rotated"``: an r-dimensional isometric subspace in every layer that does *not* persist), and
+   the exact orthogonal-Jacobian ``OrthoResidual`` as a reference, at depths {10, 50, 200, 1000}, in float64
+   at Gaussian inputs. For each input, the body Jacobian J (built layer by layer with ``torch.func.jacrev``)
+   gives
 
    * ``grad_norm_ratio`` = ‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ = ‖Jᵀg‖ / ‖g‖ for a loss with output gradient g, for two
      losses: ``loss="aligned"`` (g a random direction in the persistent subspace V — the task reads the
@@ -25,8 +27,9 @@ Two parts (definitions and proof sketch: docs/pso.md; the paper's v2, arXiv 2508
    ``docs/figures/pso_train.png``.
 
 ``--quick`` (default): width 64, 8 inputs, one seed; training on 4 000 images for 2 epochs at depths
-{10, 50, 200} (about 5 minutes of CPU). ``--full``: width 128, 32 inputs, three seeds; the full training set,
-10 epochs, depths {10, 50, 200, 500} (meant for an accelerator).
+{10, 50, 200}, orthogonality policy ``init`` (about 5 minutes of CPU). ``--full``: width 128, 32 inputs, three
+seeds; the full training set, 10 epochs, depths {10, 50, 200, 500}, policies ``init`` and ``exact`` (meant for
+an accelerator).
 """
 
 from __future__ import annotations
@@ -41,17 +44,17 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models import create_model
-from ..nn import OrthoResidual, PersistentSubspace
+from ..nn import OrthoResidual, PersistentSubspace, orthogonal_init_
 from . import common
 from .isometry import Timer, gradient_norm_ratio, load_image_data, prefix_jacobians, train_classifier, unit_count
 
 MODES = {
     "quick": dict(width=64, depths=(10, 50, 200, 1000), n_inputs=8, seeds=(0,),
                   train_depths=(10, 50, 200), train_rs=(1, 8, 32), n_train=4000, n_test=2000, epochs=2,
-                  train_seeds=(0,)),
+                  train_seeds=(0,), policies=("init",)),
     "full": dict(width=128, depths=(10, 50, 200, 1000), n_inputs=32, seeds=(0, 1, 2),
                  train_depths=(10, 50, 200, 500), train_rs=(1, 4, 16, 64), n_train=None, n_test=None, epochs=10,
-                 train_seeds=(0, 1, 2)),
+                 train_seeds=(0, 1, 2), policies=("init", "exact")),
 }
 FLOW_COLUMNS = ["strategy", "r", "depth", "width", "loss", "grad_norm_ratio", "n_unit_sv", "seed",
                 "grad_norm_ratio_min", "grad_norm_ratio_max", "sqrt_r_over_n", "n_unit_sv_min", "sv_complement_max",
@@ -66,9 +69,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results directory (default: results/)")
     p.add_argument("--figures", type=Path, default=Path("docs/figures"), help="figure directory")
     p.add_argument("--part", choices=("all", "flow", "train"), default="all", help="run only one part")
-    p.add_argument("--policy", choices=("init", "exact"), default="init",
-                   help="orthogonality policy of the trained bodies (default: init, the paper's strategies are "
-                        "initialisations)")
+    p.add_argument("--policy", choices=("init", "exact"), nargs="+", default=None,
+                   help="orthogonality policies of the trained PSO/orthogonal bodies (default: init in quick mode — "
+                        "the paper's strategies are initialisations —, init and exact in full mode)")
     p.add_argument("--device", default="auto", help="training device: auto (cuda when available), cpu, cuda")
 
 
@@ -77,12 +80,30 @@ def _rs(width: int) -> tuple[int, ...]:
     return tuple(sorted(r for r in {0, 1, 4, 16, width // 2} if r <= width))
 
 
+class RotatedLayer(nn.Module):
+    """x ↦ Q·F(x) with Q a fixed Haar-random orthogonal matrix: F's isometric subspace V is carried to QV,
+    which the next layer does not keep — every layer has an r-dimensional isometric subspace, but it does
+    not *persist* (the control for the necessity claim, docs/pso.md)."""
+
+    def __init__(self, layer: nn.Module, width: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer("q", orthogonal_init_(torch.empty(width, width), "qr", generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x) @ self.q.T
+
+
 def build_stack(strategy: str, width: int, r: int, depth: int, seed: int) -> nn.Sequential:
-    """A float64 stack of ``depth`` layers: ``PersistentSubspace(width, r, strategy)`` or, for
-    ``strategy="orthogonal"``, the exact orthogonal-Jacobian ``OrthoResidual(width)`` (reference)."""
+    """A float64 stack of ``depth`` layers: ``PersistentSubspace(width, r, strategy)``; for
+    ``strategy="orthogonal"`` the exact orthogonal-Jacobian ``OrthoResidual(width)`` (reference); for
+    ``strategy="rotated"`` channel-strategy layers each followed by a fixed random rotation (r-dimensional
+    isometric subspaces that do not persist)."""
     g = torch.Generator().manual_seed(seed)
     if strategy == "orthogonal":
         layers = [OrthoResidual(width, generator=g) for _ in range(depth)]
+    elif strategy == "rotated":
+        layers = [RotatedLayer(PersistentSubspace(width, r, "channels", generator=g), width, g) for _ in range(depth)]
     else:
         layers = [PersistentSubspace(width, r, strategy, generator=g) for _ in range(depth)]
     return nn.Sequential(*layers).double()
@@ -103,6 +124,7 @@ def gradient_flow(mode: str, device_label: str) -> list[dict]:
     cfg = MODES[mode]
     width, depths = cfg["width"], cfg["depths"]
     jobs = [("orthogonal", width)] + [(s, r) for s in PersistentSubspace.STRATEGIES for r in _rs(width)]
+    jobs += [("rotated", r) for r in _rs(width) if r > 0]
     rows = []
     for seed in cfg["seeds"]:
         x0 = torch.randn(cfg["n_inputs"], width, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
@@ -155,28 +177,29 @@ def train_arms(width: int, rs: tuple[int, ...]) -> list[tuple[str, str, int, dic
     return arms
 
 
-def training(mode: str, policy: str, device: torch.device, device_label: str) -> list[dict]:
+def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, device_label: str) -> list[dict]:
     cfg = MODES[mode]
+    policies = tuple(policies or cfg["policies"])
     width = cfg["width"]
     xs, ys, xt, yt, d_in, classes = load_image_data("fashion-mnist", cfg["n_train"], cfg["n_test"], seed=0)
     rows = []
     arms = train_arms(width, cfg["train_rs"])
-    for seed in cfg["train_seeds"]:
-        for depth in cfg["train_depths"]:
-            for arch, strategy, r, kw in tqdm(arms, desc=f"pso train depth {depth} seed {seed}"):
-                arm_policy = policy if arch.startswith(("pso", "ortho")) else "init"
-                model = create_model(arch, d_in, classes, width, depth, policy=arm_policy, seed=seed, **kw)
-                probe = (xt[:256].to(device), yt[:256].to(device))
-                model.to(device)
-                ratio0 = body_gradient_ratio(model, *probe)
-                res = train_classifier(model, (xs, ys), (xt, yt), epochs=cfg["epochs"], seed=seed, device=device)
-                rows.append({
-                    "arch": arch, "strategy": strategy, "r": r, "depth": depth, "width": width, "policy": arm_policy,
-                    "test_acc": res["test_acc"], "seed": seed, "train_loss": res["train_loss"],
-                    "grad_ratio_init": ratio0, "grad_ratio_trained": body_gradient_ratio(model, *probe),
-                    "diverged": res["diverged"], "n_train": len(xs), "epochs": cfg["epochs"],
-                    "seconds": round(res["seconds"], 2), "mode": mode, "device": device_label,
-                })
+    jobs = [(seed, depth, policy, arm) for seed in cfg["train_seeds"] for depth in cfg["train_depths"]
+            for policy in policies for arm in arms if policy == policies[0] or arm[0].startswith(("pso", "ortho"))]
+    for seed, depth, policy, (arch, strategy, r, kw) in tqdm(jobs, desc="pso train"):
+        arm_policy = policy if arch.startswith(("pso", "ortho")) else "init"
+        model = create_model(arch, d_in, classes, width, depth, policy=arm_policy, seed=seed, **kw)
+        probe = (xt[:256].to(device), yt[:256].to(device))
+        model.to(device)
+        ratio0 = body_gradient_ratio(model, *probe)
+        res = train_classifier(model, (xs, ys), (xt, yt), epochs=cfg["epochs"], seed=seed, device=device)
+        rows.append({
+            "arch": arch, "strategy": strategy, "r": r, "depth": depth, "width": width, "policy": arm_policy,
+            "test_acc": res["test_acc"], "seed": seed, "train_loss": res["train_loss"],
+            "grad_ratio_init": ratio0, "grad_ratio_trained": body_gradient_ratio(model, *probe),
+            "diverged": res["diverged"], "n_train": len(xs), "epochs": cfg["epochs"],
+            "seconds": round(res["seconds"], 2), "mode": mode, "device": device_label,
+        })
     return rows
 
 
@@ -184,7 +207,7 @@ def plot_flow(csv_path: Path, fig_path: Path) -> Path:
     plt = common.plt()
     rows = [r for r in common.read_csv(csv_path)]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    styles = {"channels": "-", "bias": "--", "orthogonal": ":"}
+    styles = {"channels": "-", "bias": "--", "orthogonal": ":", "rotated": "-."}
     keys = sorted({(r["strategy"], int(r["r"])) for r in rows}, key=lambda k: (k[0], k[1]))
     cmap = plt.get_cmap("viridis")
     rs = sorted({int(r["r"]) for r in rows})
@@ -218,16 +241,17 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
     plt = common.plt()
     rows = common.read_csv(csv_path)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    arms = sorted({(r["arch"], r["strategy"], int(r["r"])) for r in rows})
-    for arch, strategy, r in arms:
+    arms = sorted({(r["arch"], r["strategy"], int(r["r"]), r["policy"]) for r in rows})
+    for arch, strategy, r, policy in arms:
         by_depth: dict[int, list[float]] = {}
         for x in rows:
-            if (x["arch"], x["strategy"], int(x["r"])) == (arch, strategy, r):
+            if (x["arch"], x["strategy"], int(x["r"]), x["policy"]) == (arch, strategy, r, policy):
                 by_depth.setdefault(int(x["depth"]), []).append(float(x["test_acc"]))
         d = sorted(by_depth)
         style = {"channels": "-", "bias": "--"}.get(strategy, ":")
+        name = f"{strategy} r={r}" if arch.startswith("pso") else arch
         ax.plot(d, [sum(by_depth[k]) / len(by_depth[k]) for k in d], style, marker="o",
-                label=f"{strategy} r={r}" if arch.startswith("pso") else arch)
+                label=f"{name} ({policy})" if len({a[3] for a in arms}) > 1 else name)
     ax.set(xscale="log", xlabel="depth L", ylabel="test accuracy", ylim=(0, 1),
            title=f"Fashion-MNIST, width {rows[0]['width']}, {rows[0]['mode']} mode (results/pso_train.csv)")
     ax.legend(fontsize=7, ncol=2)
@@ -259,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
         t = Timer()
         rows = training(args.mode, args.policy, device, label)
         path = common.append_csv(rows, out / "pso_train.csv", TRAIN_COLUMNS, replace_where={"mode": args.mode})
-        common.csv_to_markdown(path, out / "pso_train.md", ["mode", "arch", "strategy", "r", "depth"],
+        common.csv_to_markdown(path, out / "pso_train.md", ["mode", "policy", "arch", "strategy", "r", "depth"],
                                ["test_acc", "grad_ratio_init", "grad_ratio_trained", "diverged"],
                                title="PSO training on Fashion-MNIST",
                                note="`orthojac reproduce pso` (part 2): test accuracy (fraction), mean ± std over "
