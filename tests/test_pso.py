@@ -99,7 +99,7 @@ def _args(tmp_path, **kw) -> argparse.Namespace:
 
 
 def test_pso_gradient_flow_runner_meets_the_done_when_criterion(tmp_path, monkeypatch) -> None:
-    tiny = {**pso.MODES["quick"], "width": 8, "depths": (10, 200), "n_inputs": 3}
+    tiny = {**pso.MODES["quick"], "width": 8, "depths": (200,), "n_inputs": 2}
     monkeypatch.setitem(pso.MODES, "quick", tiny)
     assert pso.run(_args(tmp_path, part="flow", policy=None)) == 0
     rows = common.read_csv(tmp_path / "results" / "pso.csv")
@@ -143,3 +143,21 @@ def test_limit_runner_bound_holds_under_exact_policy(tmp_path, monkeypatch) -> N
         if eps == 0.3:
             assert float(row["sv_max"]) - float(row["sv_min"]) > 0.01  # the modulation is really there
     assert (tmp_path / "figures" / "limit.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(not _fashion_mnist_available(), reason="Fashion-MNIST files not found")
+def test_pso_training_runner_writes_the_accuracy_table(tmp_path, monkeypatch) -> None:
+    tiny = {**pso.MODES["quick"], "width": 8, "train_depths": (6,), "train_rs": (2,), "n_train": 128, "n_test": 64,
+            "epochs": 1}
+    monkeypatch.setitem(pso.MODES, "quick", tiny)
+    assert pso.run(_args(tmp_path, part="train", policy=None)) == 0
+    rows = common.read_csv(tmp_path / "results" / "pso_train.csv")
+    assert set(pso.TRAIN_COLUMNS) <= set(rows[0])
+    arms = {(r["arch"], r["strategy"], int(r["r"])): r for r in rows}
+    assert set(arms) == {("plain_relu", "plain", 0), ("ortho_residual_relu", "orthogonal", 8),
+                         ("pso_channels", "none", 0), ("pso_channels", "channels", 2), ("pso_bias", "bias", 2)}
+    assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
+    assert math.isclose(float(arms["ortho_residual_relu", "orthogonal", 8]["grad_ratio_init"]), 1.0, abs_tol=1e-5)
+    assert float(arms["pso_channels", "none", 0]["grad_ratio_init"]) < 1.0  # partial isometries only shrink
+    assert 0.0 <= float(arms["pso_bias", "bias", 2]["reserved_active_frac"]) <= 1.0
+    assert (tmp_path / "figures" / "pso_train.png").stat().st_size > 0

@@ -44,7 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..models import create_model
-from ..nn import OrthoResidual, PersistentSubspace, orthogonal_init_
+from ..nn import OrthoResidual, PersistentSubspace, constrained_weights, orthogonal_init_, orthogonality_error
 from . import common
 from .isometry import Timer, gradient_norm_ratio, load_image_data, prefix_jacobians, train_classifier, unit_count
 
@@ -60,8 +60,8 @@ FLOW_COLUMNS = ["strategy", "r", "depth", "width", "loss", "grad_norm_ratio", "n
                 "grad_norm_ratio_min", "grad_norm_ratio_max", "sqrt_r_over_n", "n_unit_sv_min", "sv_complement_max",
                 "reserved_active_frac", "n_inputs", "mode", "device"]
 TRAIN_COLUMNS = ["arch", "strategy", "r", "depth", "width", "policy", "test_acc", "seed", "train_loss",
-                 "grad_ratio_init", "grad_ratio_trained", "diverged", "n_train", "epochs", "seconds", "mode",
-                 "device"]
+                 "grad_ratio_init", "grad_ratio_trained", "weight_defect", "reserved_active_frac", "diverged",
+                 "n_train", "epochs", "seconds", "mode", "device"]
 UNIT_TOL = 1e-6
 
 
@@ -168,6 +168,18 @@ def body_gradient_ratio(model, x: torch.Tensor, y: torch.Tensor) -> float:
     return (g0.norm(dim=-1) / gl.norm(dim=-1).clamp_min(1e-300)).mean().item()
 
 
+@torch.no_grad()
+def reserved_active_fraction(model, x: torch.Tensor) -> float:
+    """Fraction of inputs at which every reserved unit of every ``"bias"``-strategy layer is active (where
+    the body keeps its persistent subspace)."""
+    h = model.stem(x)
+    ok = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    for layer in model.body:
+        ok &= layer.reserved_active(h)
+        h = layer(h)
+    return ok.double().mean().item()
+
+
 def train_arms(width: int, rs: tuple[int, ...]) -> list[tuple[str, str, int, dict]]:
     """(arch, strategy label, r, layer kwargs) for every trained body."""
     arms = [("plain_relu", "plain", 0, {}), ("ortho_residual_relu", "orthogonal", width, {}),
@@ -197,6 +209,9 @@ def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, 
             "arch": arch, "strategy": strategy, "r": r, "depth": depth, "width": width, "policy": arm_policy,
             "test_acc": res["test_acc"], "seed": seed, "train_loss": res["train_loss"],
             "grad_ratio_init": ratio0, "grad_ratio_trained": body_gradient_ratio(model, *probe),
+            "weight_defect": max((orthogonality_error(w.detach()).item() for _, w in constrained_weights(model)),
+                                 default=0.0),
+            "reserved_active_frac": reserved_active_fraction(model, probe[0]) if strategy == "bias" else "",
             "diverged": res["diverged"], "n_train": len(xs), "epochs": cfg["epochs"],
             "seconds": round(res["seconds"], 2), "mode": mode, "device": device_label,
         })
@@ -256,6 +271,7 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
            title=f"Fashion-MNIST, width {rows[0]['width']}, {rows[0]['mode']} mode (results/pso_train.csv)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
+    fig_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_path, dpi=120)
     plt.close(fig)
     return fig_path
@@ -284,10 +300,14 @@ def run(args: argparse.Namespace) -> int:
         rows = training(args.mode, args.policy, device, label)
         path = common.append_csv(rows, out / "pso_train.csv", TRAIN_COLUMNS, replace_where={"mode": args.mode})
         common.csv_to_markdown(path, out / "pso_train.md", ["mode", "policy", "arch", "strategy", "r", "depth"],
-                               ["test_acc", "grad_ratio_init", "grad_ratio_trained", "diverged"],
+                               ["test_acc", "grad_ratio_init", "grad_ratio_trained", "weight_defect",
+                                "reserved_active_frac", "diverged"],
                                title="PSO training on Fashion-MNIST",
                                note="`orthojac reproduce pso` (part 2): test accuracy (fraction), mean ± std over "
-                               "seeds; gradient ratios ‖∂L/∂x₀‖/‖∂L/∂x_L‖ of the body under cross-entropy.")
+                               "seeds; gradient ratios ‖∂L/∂x₀‖/‖∂L/∂x_L‖ of the body under cross-entropy at "
+                               "initialisation and after training; weight_defect = max ‖WWᵀ − I‖_F after training; "
+                               "reserved_active_frac = share of test inputs keeping every reserved unit active "
+                               "(bias strategy).")
         plot_train(path, figs / "pso_train.png")
         wall, cpu = t.seconds()
         print(f"pso training: {len(rows)} rows → {path} ({wall:.0f} s wall, {cpu:.0f} s CPU, {label})")
