@@ -19,7 +19,7 @@ after training, at many test images, in float64 with ``torch.func.jacrev``:
 * ``test_acc`` (fraction in [0, 1]) of the model at that stage.
 
 Writes ``results/limit.csv`` (+ ``limit.md``) and ``docs/figures/limit.png``. ``--quick`` (default): width
-64, depths {10, 50}, 4 000 training images, 2 epochs, 256 measured inputs. ``--full``: width 128, depths
+64, depths {10, 50}, 4 000 training images, 2 epochs, 128 measured inputs. ``--full``: width 128, depths
 {10, 50, 200}, the full training set, 10 epochs, 1 024 inputs, three seeds (meant for an accelerator).
 """
 
@@ -39,13 +39,13 @@ from .isometry import Timer, accuracy, layer_jacobians, load_image_data, train_c
 
 EPS = (0.0, 0.01, 0.05, 0.1, 0.3)
 MODES = {
-    "quick": dict(width=64, depths=(10, 50), n_train=4000, n_test=2000, epochs=2, n_inputs=256, seeds=(0,)),
+    "quick": dict(width=64, depths=(10, 50), n_train=4000, n_test=2000, epochs=2, n_inputs=128, seeds=(0,)),
     "full": dict(width=128, depths=(10, 50, 200), n_train=None, n_test=None, epochs=10, n_inputs=1024,
                  seeds=(0, 1, 2)),
 }
 COLUMNS = ["eps", "depth", "sv_min", "sv_max", "body_sv_min", "body_sv_max", "test_acc", "policy", "stage",
            "bound_lo", "bound_hi", "body_bound_lo", "body_bound_hi", "violation", "body_violation", "weight_defect",
-           "width", "seed", "n_inputs", "n_train", "epochs", "mode", "device"]
+           "width", "seed", "n_inputs", "n_train", "epochs", "mode", "device", "run_wall_s", "run_cpu_s"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -148,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
     label = common.device_name(device)
     t = Timer()
     rows = run_limit(args.mode, list(args.policies), device, label)
+    wall, cpu = t.seconds()
+    for r in rows:
+        r["run_wall_s"], r["run_cpu_s"] = round(wall, 1), round(cpu, 1)
     out = Path(args.out)
     path = common.append_csv(rows, out / "limit.csv", COLUMNS, replace_where={"mode": args.mode})
     common.csv_to_markdown(path, out / "limit.md", ["mode", "policy", "stage", "depth", "eps"],

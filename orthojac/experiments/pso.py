@@ -58,10 +58,10 @@ MODES = {
 }
 FLOW_COLUMNS = ["strategy", "r", "depth", "width", "loss", "grad_norm_ratio", "n_unit_sv", "seed",
                 "grad_norm_ratio_min", "grad_norm_ratio_max", "sqrt_r_over_n", "n_unit_sv_min", "sv_complement_max",
-                "reserved_active_frac", "n_inputs", "mode", "device"]
+                "reserved_active_frac", "n_inputs", "mode", "device", "part_wall_s", "part_cpu_s"]
 TRAIN_COLUMNS = ["arch", "strategy", "r", "depth", "width", "policy", "test_acc", "seed", "train_loss",
                  "grad_ratio_init", "grad_ratio_trained", "weight_defect", "reserved_active_frac", "diverged",
-                 "n_train", "epochs", "seconds", "mode", "device"]
+                 "n_train", "epochs", "seconds", "mode", "device", "part_wall_s", "part_cpu_s"]
 UNIT_TOL = 1e-6
 
 
@@ -277,6 +277,13 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
     return fig_path
 
 
+def _stamp(rows: list[dict], timer: Timer) -> None:
+    """Record the part's total wall and CPU seconds in every row (``part_wall_s``, ``part_cpu_s``)."""
+    wall, cpu = timer.seconds()
+    for r in rows:
+        r["part_wall_s"], r["part_cpu_s"] = round(wall, 1), round(cpu, 1)
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()) if args.mode == "full" else 1)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -286,6 +293,7 @@ def run(args: argparse.Namespace) -> int:
     if args.part in ("all", "flow"):
         t = Timer()
         rows = gradient_flow(args.mode, common.device_name("cpu"))
+        _stamp(rows, t)
         path = common.append_csv(rows, out / "pso.csv", FLOW_COLUMNS, replace_where={"mode": args.mode})
         common.csv_to_markdown(path, out / "pso.md", ["mode", "strategy", "r", "loss", "depth"],
                                ["grad_norm_ratio", "grad_norm_ratio_min", "sqrt_r_over_n", "n_unit_sv",
@@ -298,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if args.part in ("all", "train"):
         t = Timer()
         rows = training(args.mode, args.policy, device, label)
+        _stamp(rows, t)
         path = common.append_csv(rows, out / "pso_train.csv", TRAIN_COLUMNS, replace_where={"mode": args.mode})
         common.csv_to_markdown(path, out / "pso_train.md", ["mode", "policy", "arch", "strategy", "r", "depth"],
                                ["test_acc", "grad_ratio_init", "grad_ratio_trained", "weight_defect",
