@@ -161,3 +161,17 @@ def test_pso_training_runner_writes_the_accuracy_table(tmp_path, monkeypatch) ->
     assert float(arms["pso_channels", "none", 0]["grad_ratio_init"]) < 1.0  # partial isometries only shrink
     assert 0.0 <= float(arms["pso_bias", "bias", 2]["reserved_active_frac"]) <= 1.0
     assert (tmp_path / "figures" / "pso_train.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("name, cls, attr", [("fmnist_mlp_pso", "PersistentSubspace", ("r", 8)),
+                                             ("fmnist_mlp_limit", "LimitLayer", ("eps", 0.05))])
+def test_example_configs_build_the_documented_models(name: str, cls: str, attr: tuple) -> None:
+    from pathlib import Path
+
+    from orthojac.models import build_model
+    from orthojac.train import load_config
+
+    m = load_config(Path(__file__).parents[1] / "configs" / f"{name}.yaml").model
+    net = build_model(m.body, m.arch, (1, 28, 28), 10, m.width, 2, m.policy, 0, **m.kwargs)
+    layer = net.body[0]
+    assert cls in type(layer).__name__ and getattr(layer, attr[0]) == attr[1]
