@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from orthojac.experiments import common, isometry, limit, pso
+from orthojac.experiments import common, jacobians, limit, pso
 from orthojac.models import create_model
 from orthojac.nn import PersistentSubspace, randomize_
 from tests.conftest import body_jacobian
@@ -60,24 +60,24 @@ def test_gradient_norm_survives_exactly_on_v_and_nowhere_else() -> None:
     in_v, out_v = g.clone(), g.clone()
     in_v[:, r:] = 0
     out_v[:, :r] = 0
-    j = isometry.prefix_jacobians(list(_stack(width, r, depth)), x, [depth])[depth]
-    assert torch.allclose(isometry.gradient_norm_ratio(j, in_v), torch.ones(4, dtype=torch.float64), atol=1e-12)
-    assert isometry.gradient_norm_ratio(j, out_v).max() < 1e-3
+    j = jacobians.prefix_jacobians(list(_stack(width, r, depth)), x, [depth])[depth]
+    assert torch.allclose(jacobians.gradient_norm_ratio(j, in_v), torch.ones(4, dtype=torch.float64), atol=1e-12)
+    assert jacobians.gradient_norm_ratio(j, out_v).max() < 1e-3
     sv = torch.linalg.svdvals(j)
-    assert torch.equal(isometry.unit_count(sv), torch.full((4,), r))
-    j0 = isometry.prefix_jacobians(list(_stack(width, 0, depth)), x, [depth])[depth]
-    assert isometry.gradient_norm_ratio(j0, g).max() < 1e-3  # r = 0: every direction collapses
+    assert torch.equal(jacobians.unit_count(sv), torch.full((4,), r))
+    j0 = jacobians.prefix_jacobians(list(_stack(width, 0, depth)), x, [depth])[depth]
+    assert jacobians.gradient_norm_ratio(j0, g).max() < 1e-3  # r = 0: every direction collapses
 
 
 def test_prefix_jacobians_match_jacrev_of_the_prefix(gen: torch.Generator) -> None:
     stack = _stack(6, 2, 7, "bias")
     randomize_(stack, gen, scale=0.3)
     x = torch.randn(3, 6, generator=gen, dtype=torch.float64)
-    got = isometry.prefix_jacobians(list(stack), x, [2, 7])
+    got = jacobians.prefix_jacobians(list(stack), x, [2, 7])
     assert torch.allclose(got[2], body_jacobian(stack[:2], x), atol=1e-12)
     assert torch.allclose(got[7], body_jacobian(stack, x), atol=1e-12)
     with pytest.raises(ValueError, match="depths must lie in"):
-        isometry.prefix_jacobians(list(stack), x, [8])
+        jacobians.prefix_jacobians(list(stack), x, [8])
 
 
 def test_model_builder_exposes_r_for_both_strategies() -> None:
@@ -121,7 +121,7 @@ def test_pso_gradient_flow_runner_meets_the_done_when_criterion(tmp_path, monkey
 
 def _fashion_mnist_available() -> bool:
     try:
-        isometry.load_image_data("fashion-mnist", 10, 10)
+        jacobians.load_image_data("fashion-mnist", 10, 10)
         return True
     except FileNotFoundError:
         return False

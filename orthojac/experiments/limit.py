@@ -35,7 +35,7 @@ from tqdm import tqdm
 from ..models import create_model
 from ..nn.orthogonal import constrained_weights, orthogonality_error
 from . import common
-from .isometry import Timer, accuracy, layer_jacobians, load_image_data, train_classifier
+from .jacobians import Timer, accuracy, layer_jacobians, load_image_data, train_classifier
 
 EPS = (0.0, 0.01, 0.05, 0.1, 0.3)
 MODES = {

@@ -46,7 +46,7 @@ from tqdm import tqdm
 from ..models import create_model
 from ..nn import OrthoResidual, PersistentSubspace, constrained_weights, orthogonal_init_, orthogonality_error
 from . import common
-from .isometry import Timer, gradient_norm_ratio, load_image_data, prefix_jacobians, train_classifier, unit_count
+from .jacobians import Timer, gradient_norm_ratio, load_image_data, prefix_jacobians, train_classifier, unit_count
 
 MODES = {
     "quick": dict(width=64, depths=(10, 50, 200, 1000), n_inputs=8, seeds=(0,),
