@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import load_splits
+from ..diagnostics import gradient_norms
 from ..models import create_model
 
 # (family, orthogonality policy): the feedforward form runs under "exact" because under "init" its tied
@@ -46,18 +47,7 @@ def load_demo_data(n_train: int, n_test: int, seed: int) -> tuple[str, tuple[tor
 
 def grad_norm_profile(model, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """‖∂L/∂x_ℓ‖ for ℓ = 0 … L (x₀ the body's input, x_ℓ the output of block ℓ), averaged over the batch."""
-    h = model.stem(x).detach().requires_grad_(True)
-    acts = [h]
-    for block in model.body:
-        h = block(h)
-        h.retain_grad()
-        acts.append(h)
-    loss = F.cross_entropy(model.head(h), y)
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    norms = [a.grad.norm(dim=-1).mean().item() for a in acts]
-    model.zero_grad(set_to_none=True)
-    return norms
+    return gradient_norms(model, F.cross_entropy, (x, y)).activation
 
 
 @torch.no_grad()

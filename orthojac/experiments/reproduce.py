@@ -12,6 +12,7 @@ import argparse
 import importlib
 
 RUNNERS: dict[str, tuple[str, str]] = {}
+RUNNERS["isometry"] = ("orthojac.experiments.isometry", "Jacobian spectrum and gradient ratio vs depth at init")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
