@@ -1,8 +1,7 @@
-"""Small shared helpers of the PSO and limit-model runners: per-sample Jacobians, their singular values
-layer by layer and for a whole body, input-gradient norm ratios, and a compact training loop.
-
-Everything is measured exactly (``torch.func.jacrev``, no estimators), so it is meant for the widths of the
-reproduction runners (n ≤ a few hundred). Formulas:
+"""Small shared helpers of the PSO and limit-model runners: layer-by-layer Jacobians and their products
+(every prefix depth of a stack from one pass), input-gradient norm ratios for a given output gradient, and a
+compact training loop. Per-sample Jacobians come from :func:`orthojac.diagnostics.dense_jacobian` (exact,
+``torch.func``), so this is meant for the widths of the reproduction runners (n ≤ a few hundred). Formulas:
 
 * body Jacobian J(x₀) = J_L(x_{L−1}) ⋯ J_1(x₀) with x_ℓ = F_ℓ(x_{ℓ−1}) (chain rule, built layer by layer so
   every prefix depth is available from one pass);
@@ -14,25 +13,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 from tqdm import tqdm
 
-__all__ = ["per_sample_jacobians", "layer_jacobians", "prefix_jacobians", "gradient_norm_ratio", "unit_count",
+from ..diagnostics import dense_jacobian
+
+__all__ = ["layer_jacobians", "prefix_jacobians", "gradient_norm_ratio", "unit_count",
            "layer_inputs", "accuracy", "train_classifier", "load_image_data", "Timer"]
-
-
-def per_sample_jacobians(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """J(x_i) for every row of x (N, n): a tensor (N, m, n), by ``vmap(jacrev)``. Parametrised weights are
-    computed once (``parametrize.cached``), not once per vmapped row."""
-    def single(v: torch.Tensor) -> torch.Tensor:
-        return fn(v.unsqueeze(0)).squeeze(0)
-    with parametrize.cached():
-        return torch.func.vmap(torch.func.jacrev(single))(x)
 
 
 @torch.no_grad()
@@ -49,7 +40,7 @@ def layer_jacobians(layers: Sequence[nn.Module], x: torch.Tensor, progress: str 
     """Yield (ℓ, J_ℓ(x_{ℓ−1})) for ℓ = 1 … L, each a (N, n, n) tensor, walking the stack once."""
     h = x.detach()
     for i, layer in enumerate(tqdm(layers, desc=progress, leave=False, disable=progress is None), start=1):
-        yield i, per_sample_jacobians(layer, h).detach()
+        yield i, dense_jacobian(layer, h).detach()
         with torch.no_grad():
             h = layer(h)
 

@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..diagnostics import jacobian_spectrum, orthogonality_defect
 from ..models import create_model
-from ..nn.orthogonal import constrained_weights, orthogonality_error
 from . import common
-from .jacobians import Timer, accuracy, layer_jacobians, load_image_data, train_classifier
+from .jacobians import Timer, accuracy, layer_inputs, load_image_data, train_classifier
 
 EPS = (0.0, 0.01, 0.05, 0.1, 0.3)
 MODES = {
@@ -57,19 +57,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def measure(model, x: torch.Tensor) -> dict[str, float]:
-    """Per-layer and body singular-value ranges of ``model.body`` at the body inputs ``stem(x)``, float64."""
+    """Per-layer and body singular-value ranges of ``model.body`` at the body inputs ``stem(x)``, float64
+    (:func:`orthojac.diagnostics.jacobian_spectrum`, exact), and the weights' orthogonality defect."""
     m = copy.deepcopy(model).cpu().double()
     with torch.no_grad():
         h = m.stem(x.double())
-    lo, hi, body = float("inf"), 0.0, None
-    for _, j in layer_jacobians(list(m.body), h):
-        sv = torch.linalg.svdvals(j)
-        lo, hi = min(lo, sv.min().item()), max(hi, sv.max().item())
-        body = j if body is None else j @ body
-    bsv = torch.linalg.svdvals(body)
-    defect = max((orthogonality_error(w.detach()).item() for _, w in constrained_weights(m)), default=0.0)
-    return {"sv_min": lo, "sv_max": hi, "body_sv_min": bsv.min().item(), "body_sv_max": bsv.max().item(),
-            "weight_defect": defect}
+    per_layer = [jacobian_spectrum(layer, xi, method="exact").singular_values
+                 for layer, xi in zip(m.body, layer_inputs(list(m.body), h), strict=True)]
+    body = jacobian_spectrum(m.body, h, method="exact").singular_values
+    defect = orthogonality_defect(m)
+    return {"sv_min": min(s.min().item() for s in per_layer), "sv_max": max(s.max().item() for s in per_layer),
+            "body_sv_min": body.min().item(), "body_sv_max": body.max().item(),
+            "weight_defect": defect.max if defect.count else 0.0}
 
 
 def run_limit(mode: str, policies: list[str], device: torch.device, label: str) -> list[dict]:

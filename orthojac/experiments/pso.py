@@ -43,8 +43,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from ..diagnostics import gradient_norms, orthogonality_defect
 from ..models import create_model
-from ..nn import OrthoResidual, PersistentSubspace, constrained_weights, orthogonal_init_, orthogonality_error
+from ..nn import OrthoResidual, PersistentSubspace, orthogonal_init_
 from . import common
 from .jacobians import Timer, gradient_norm_ratio, load_image_data, prefix_jacobians, train_classifier, unit_count
 
@@ -158,14 +159,9 @@ def gradient_flow(mode: str, device_label: str) -> list[dict]:
 
 
 def body_gradient_ratio(model, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean over the batch of ‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ for the cross-entropy loss, x₀ the body's input and x_L its
-    output (per-sample gradients: the loss is a sum over samples)."""
-    h0 = model.stem(x).detach().requires_grad_(True)
-    hl = model.body(h0)
-    hl.retain_grad()
-    loss = F.cross_entropy(model.head(hl), y, reduction="sum")
-    g0, gl = torch.autograd.grad(loss, (h0, hl))
-    return (g0.norm(dim=-1) / gl.norm(dim=-1).clamp_min(1e-300)).mean().item()
+    """‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ for the cross-entropy loss, x₀ the body's input and x_L its output, per-sample
+    norms averaged over the batch (:func:`orthojac.diagnostics.gradient_norms`, blocks = ``model.body``)."""
+    return gradient_norms(model, F.cross_entropy, (x, y)).ratio
 
 
 @torch.no_grad()
@@ -178,6 +174,12 @@ def reserved_active_fraction(model, x: torch.Tensor) -> float:
         ok &= layer.reserved_active(h)
         h = layer(h)
     return ok.double().mean().item()
+
+
+def _defect(model) -> float | str:
+    """max ‖WWᵀ − I‖_F over the constrained weights ('' for a model without any)."""
+    d = orthogonality_defect(model)
+    return d.max if d.count else ""
 
 
 def train_arms(width: int, rs: tuple[int, ...]) -> list[tuple[str, str, int, dict]]:
@@ -209,8 +211,7 @@ def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, 
             "arch": arch, "strategy": strategy, "r": r, "depth": depth, "width": width, "policy": arm_policy,
             "test_acc": res["test_acc"], "seed": seed, "train_loss": res["train_loss"],
             "grad_ratio_init": ratio0, "grad_ratio_trained": body_gradient_ratio(model, *probe),
-            "weight_defect": max((orthogonality_error(w.detach()).item() for _, w in constrained_weights(model)),
-                                 default=0.0),
+            "weight_defect": _defect(model),
             "reserved_active_frac": reserved_active_fraction(model, probe[0]) if strategy == "bias" else "",
             "diverged": res["diverged"], "n_train": len(xs), "epochs": cfg["epochs"],
             "seconds": round(res["seconds"], 2), "mode": mode, "device": device_label,
