@@ -40,3 +40,5 @@ RUNNERS["fmnist-depth"] = ("orthojac.experiments.fmnist_depth",
                            "MLP and conv bodies against ResNet and plain ReLU")
 RUNNERS["hj"] = ("orthojac.experiments.hj_reproduce",
                  "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems")
+RUNNERS["pso"] = ("orthojac.experiments.pso", "persistent subspace orthogonality: gradient flow and training")
+RUNNERS["limit"] = ("orthojac.experiments.limit", "limit layers: singular values within [1−ε, 1+ε], accuracy")
