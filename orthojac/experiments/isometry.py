@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     grid = [(f, d, s) for f in args.families for d in args.depths for s in seeds]
     for fam, depth, seed in tqdm(grid, desc="isometry", unit="model"):
         r = measure(fam, depth, args.width, seed, x, y)
-        r.update(mode=args.mode, label=labels[fam], data=source, device=dev)
+        r.update(mode=args.mode, label=labels[fam].replace("|x|", "abs x"), data=source, device=dev)  # no | in tables
         rows.append(r)
         tqdm.write(f"  {labels[fam]:>30} L={depth:<5} σ ∈ [{r['sigma_min']:.3g}, {r['sigma_max']:.3g}], "
                    f"median {r['sigma_median']:.3g}, grad ratio {r['grad_ratio']:.3g} ({r['cpu_seconds']} s CPU)")
