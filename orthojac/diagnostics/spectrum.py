@@ -212,7 +212,8 @@ def jacobian_spectrum(
             r = ‖(J q − θ u, Jᵀu − θ q)‖ ≤ tol·σ_max, which bounds |σ − θ| ≤ r for some singular value σ.
             Default 1e-10 for float64, 1e-5 for float32.
         max_iter: Lanczos iteration cap (default min(n, max(20k, 300)), n = min(n_in, m_out)).
-        max_memory: bytes the dense Jacobians may take for ``auto`` to choose ``exact``.
+        max_memory: bytes the dense Jacobians may take for ``auto`` to choose ``exact`` (on CUDA at most a
+            quarter of the free device memory).
         max_exact_dim: largest min(n_in, m_out) for which ``auto`` chooses ``exact``.
         mode: ``exact`` differentiation mode ``"fwd"``/``"rev"``/``"auto"``.
         chunk_size: ``exact``: at most this many tangents/cotangents per vectorised pass (saves memory).
@@ -235,6 +236,8 @@ def _spectrum(fn, x, method, k, tol, max_iter, max_memory, max_exact_dim, mode, 
     if k is not None and (not isinstance(k, int) or k < 1 or k > n):
         raise ValueError(f"k must be an integer in [1, min(n_in, m_out)] = [1, {n}], got {k!r}")
     if method == "auto":
+        if x.device.type == "cuda":  # leave room for the SVD workspace and the transforms' intermediates
+            max_memory = min(max_memory, torch.cuda.mem_get_info(x.device)[0] / 4)
         method = choose_method(x.shape[0], n_in, m_out, x.element_size(), max_memory, max_exact_dim)
     if method == "exact":
         j = dense_jacobian(fn, x, mode=mode, chunk_size=chunk_size)
