@@ -69,6 +69,12 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     assert {r["mode"] for r in rows} == {"quick", "full"} and sum(r["mode"] == "full" for r in rows) == 1
     assert main(full) == 0
     assert len(read_csv(res / "fmnist_depth.csv")) == len(rows)
+    # a filtered quick run redoes only its own runs
+    before = {(r["mode"], r["body"], r["arch"]): r["seconds"] for r in rows}
+    assert main(["reproduce", "fmnist-depth", "--quick", "--bodies", "mlp", "--archs", "plain_relu", "--depths", "8",
+                 *common]) == 0
+    after = read_csv(res / "fmnist_depth.csv")
+    assert len(after) == len(rows) and {(r["mode"], r["body"], r["arch"]) for r in after} == set(before)
 
 
 def test_grids() -> None:

@@ -19,7 +19,8 @@ Writes ``results/fmnist_depth.csv`` (one row per run; rows of the other mode are
 (per-layer gradient norms and body Jacobian singular values at initialisation and after training) and the
 figures ``docs/figures/fmnist_depth_{accuracy,gradnorms,spectra}.png``. ``--quick`` (default) is a subset
 for 2 CPU cores; ``--full`` is the whole grid for an accelerator and resumes: runs already in the CSV are
-skipped (``--restart`` redoes them). See docs/fmnist_depth.md.
+skipped (``--restart`` redoes them). Quick mode always redoes the selected runs. Only the selected runs' rows are
+ever replaced. See docs/fmnist_depth.md.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def grid(mode: str) -> list[Run]:
     """The runs of a mode.
 
     quick: MLP at depths {8, 32, 200}, every architecture (policy init, α = 0, depth-scaled lr), plus at depth 200
-    the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr (the ablation);
+    the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr under both policies
+    (the ablation);
     conv at depth 8, every architecture, plus the exact feedforward form; conv at depth 32 for the feedforward |·|
     form, resnet and plain ReLU. One seed.
 
@@ -106,7 +108,8 @@ def grid(mode: str) -> list[Run]:
                 for d in (8, 32, 200) for a in ARCHS]
         runs += [Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0),
                  Run("mlp", "ortho_feedforward_abs", "init", 1e-3, 200, 0),
-                 Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant")]
+                 Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant"),
+                 Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0, "constant")]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 8, 0) for a in ARCHS]
         runs += [Run("conv", "ortho_feedforward_abs", "exact", 0.0, 8, 0)]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 32, 0)
@@ -136,17 +139,18 @@ def gradient_profile(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return [float(v) for v in gradient_norms(model, F.cross_entropy, (x, y)).activation]
 
 
-def body_spectrum(model: torch.nn.Module, x: torch.Tensor, exact_dim: int = 2048, k: int = 8) -> list[list[float]]:
+def body_spectrum(model: torch.nn.Module, x: torch.Tensor, exact_dim: int = 2048, k: int = 8
+                  ) -> tuple[list[list[float]], str]:
     """Singular values of the body's Jacobian ∂x_L/∂x₀ at the body inputs of the samples x, in float64
-    (:func:`orthojac.diagnostics.jacobian_spectrum`): the whole spectrum when the body's input has at most
-    ``exact_dim`` entries (the MLP), otherwise the k largest and k smallest by Lanczos (conv bodies).
-    One descending list per sample."""
+    (:func:`orthojac.diagnostics.jacobian_spectrum`), one descending list per sample, and the method: the
+    whole spectrum (``"exact"``) when the body's input has at most ``exact_dim`` entries (MLP bodies, the quick
+    conv body), otherwise the k largest and k smallest (``"lanczos"``)."""
     body = copy.deepcopy(model.body).double()  # a copy: casting the model itself would round its weights
     with torch.no_grad():
         h0 = model.stem(x).double()
     big = h0[0].numel() > exact_dim
     res = jacobian_spectrum(body, h0, method="lanczos" if big else "exact", k=k if big else None)
-    return res.singular_values.tolist()
+    return res.singular_values.tolist(), res.method
 
 
 # ----------------------------------------------------------------------------- one run
@@ -183,7 +187,9 @@ def run_one(r: Run, mode: str, settings: dict[str, Any], data: Any, device: str,
     g0 = gradient_profile(model, xb, yb)
     prof: dict[str, Any] | None = None
     if profile:
-        prof = {"run": asdict(r), "grad_init": g0, "spectrum_init": body_spectrum(model, xb[:4]) if spectra else None}
+        prof = {"run": asdict(r), "grad_init": g0}
+        if spectra:
+            prof["spectrum_init"], prof["spectrum_method"] = body_spectrum(model, xb[:4])
     t0 = time.time()
     try:
         summary = trainer.fit()
@@ -196,8 +202,9 @@ def run_one(r: Run, mode: str, settings: dict[str, Any], data: Any, device: str,
     seconds = time.time() - t0
     g1 = gradient_profile(model, xb, yb)
     if prof is not None:
-        prof.update(grad_trained=g1, spectrum_trained=body_spectrum(model, xb[:4]) if spectra else None,
-                    test_acc=test_acc)
+        prof.update(grad_trained=g1, test_acc=test_acc)
+        if spectra:
+            prof["spectrum_trained"] = body_spectrum(model, xb[:4])[0]
     ratio = lambda g: g[0] / g[-1] if g[-1] > 0 and math.isfinite(g[0]) else float("nan")  # noqa: E731
     row = {
         "mode": mode, "body": r.body, "arch": r.arch, "policy": r.policy, "alpha": f"{r.alpha:g}", "depth": r.depth,
@@ -221,6 +228,12 @@ def _filter(runs: list[Run], args: argparse.Namespace) -> list[Run]:
         keep = [r for r in keep if r.depth in args.depths]
     if args.seeds:
         keep = [r for r in keep if r.seed in args.seeds]
+    if args.policies:
+        keep = [r for r in keep if r.policy in args.policies]
+    if args.alphas:
+        keep = [r for r in keep if r.alpha in args.alphas]
+    if args.lr_scalings:
+        keep = [r for r in keep if r.lr_scaling in args.lr_scalings]
     return keep
 
 
@@ -253,15 +266,20 @@ def run(args: argparse.Namespace) -> int:
     prof_path = out / "fmnist_depth_profiles.json"
     runs = _filter(grid(mode), args)
     if not runs:
-        raise ValueError("the filters (--bodies/--archs/--depths/--seeds) leave no run")
+        raise ValueError("the filters (--bodies/--archs/--depths/--seeds/--policies/--alphas/--lr-scalings) leave "
+                         "no run")
     restart = mode == "quick" or args.restart
-    if restart and csv_path.exists():  # this mode's old rows go; the other mode's stay
-        append_csv([], csv_path, COLUMNS, replace_where={"mode": mode})
+    selected = {r.key() for r in runs}
+    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+    profiles.setdefault(mode, [])
+    if restart:  # the selected runs' old rows and profiles go; every other row stays
+        if csv_path.exists():
+            write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
+                       or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
+        profiles[mode] = [p for p in profiles[mode] if Run(**p["run"]).key() not in selected]
     done = {tuple(str(row[k]) for k in KEY) for row in read_csv(csv_path) if row["mode"] == mode} \
         if csv_path.exists() else set()
     todo = [r for r in runs if r.key() not in done]
-    profiles = json.loads(prof_path.read_text()) if prof_path.exists() and not restart else {}
-    profiles.setdefault(mode, [])
     print(f"fmnist-depth --{mode}: {len(todo)} runs ({len(runs) - len(todo)} already in {csv_path}) on "
           f"{device_name(device)}")
     data_cache: dict[str, Any] = {}
@@ -374,12 +392,14 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> l
             lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
             for ax, key in ((a0, "spectrum_init"), (a1, "spectrum_trained")):
                 sv = [max(v, 1e-30) for v in p[key][0]]
-                kw = {"marker": ".", "ls": ":"} if p["run"]["body"] == "conv" else {}  # Lanczos extremes only
-                line, = ax.semilogy(range(1, len(sv) + 1), sv, label=lab, **kw)
+                lanczos = p.get("spectrum_method") == "lanczos"  # the k largest and k smallest only
+                kw = {"marker": ".", "ls": ":"} if lanczos else {}
+                shown = lab + (" (extremes)" if lanczos else "")
+                line, = ax.semilogy(range(1, len(sv) + 1), sv, label=shown, **kw)
                 for other in p[key][1:]:
                     ax.semilogy(range(1, len(other) + 1), [max(v, 1e-30) for v in other], color=line.get_color(),
                                 alpha=0.3, lw=0.8)
-        a0.set(xlabel="index i (conv: the 8 largest, then the 8 smallest)", ylabel="σ_i(∂x_L/∂x₀)",
+        a0.set(xlabel="index i (extremes: the 8 largest, then the 8 smallest)", ylabel="σ_i(∂x_L/∂x₀)",
                title="body Jacobian singular values at initialisation")
         a1.set(xlabel="index i", title="after training")
         a0.legend(fontsize=7)
@@ -400,6 +420,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--archs", nargs="+", choices=ARCHS, help="only these architectures")
     p.add_argument("--depths", nargs="+", type=int, help="only these depths (of the mode's grid)")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (of the mode's grid)")
+    p.add_argument("--policies", nargs="+", choices=("init", "exact", "none"), help="only these policies")
+    p.add_argument("--alphas", nargs="+", type=float, help="only these regulariser weights α")
+    p.add_argument("--lr-scalings", nargs="+", choices=("depth", "constant"), help="only these lr scalings")
     p.add_argument("--epochs", type=int, help="override the mode's epochs")
     p.add_argument("--n-train", type=int, help="override the mode's training-set size")
     p.add_argument("--n-test", type=int, help="override the mode's test-set size")
