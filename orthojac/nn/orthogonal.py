@@ -247,10 +247,12 @@ def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float 
     r"""Put every tensor (each a (rows, cols) matrix) back on its manifold in place: orthonormal columns
     (rows ≥ cols) or rows (rows < cols) by the polar factor (``method="polar"``, Newton–Schulz, the nearest
     orthogonal matrix in every unitarily invariant norm) or QR (``"qr"``). Tensors of the same shape, dtype
-    and device are retracted together in one batched call. ``tol`` (default: the dtype's machine epsilon)
-    bounds ‖WᵀW − I‖₂ (exact arithmetic) for the polar method. ``keep_exact``: leave tensors already within
-    rounding of the manifold (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for
-    weights changed outside an optimiser step (a checkpoint loaded on resume must not move)."""
+    and device are retracted together in one batched call. ``tol`` bounds ‖WᵀW − I‖₂ in exact arithmetic for
+    the polar method; the default, eps·√n (eps the dtype's machine epsilon, n the number of columns of the tall
+    view), is the size of the rounding error that storing an orthogonal matrix in that dtype already makes, so
+    iterating further would not be seen. ``keep_exact``: leave tensors already within rounding of the manifold
+    (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for weights changed outside
+    an optimiser step (a checkpoint loaded on resume must not move)."""
     if method not in RETRACTIONS:
         raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
     groups: dict[tuple, list[torch.Tensor]] = {}
@@ -264,7 +266,7 @@ def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float 
             keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(len(ws), dtype=torch.bool)
             y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
         else:
-            y = _polar_retraction(x, torch.finfo(dtype).eps if tol is None else tol, keep_exact)
+            y = _polar_retraction(x, torch.finfo(dtype).eps * x.shape[-1] ** 0.5 if tol is None else tol, keep_exact)
         for w, yi in zip(ws, y.unbind(0)):
             _tall(w).copy_(yi)
             w._oj_manifold = True
@@ -368,14 +370,14 @@ def configure_retraction(model: nn.Module, every: int = 1, method: str = "polar"
             so it is *near*-orthogonality, not exactness; benchmarks/orthogonal_policy.py measures the largest
             error along a trajectory.
         method: ``"polar"`` (Newton–Schulz to the error bound; default) or ``"qr"``.
-        tol: the polar method's bound on ‖WᵀW − I‖₂ in exact arithmetic (default: the dtype's epsilon).
+        tol: the polar method's bound on ‖WᵀW − I‖₂ in exact arithmetic (default: eps·√n, the rounding level).
     """
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every={every!r}: the retraction period must be an integer ≥ 1")
     if method not in RETRACTIONS:
         raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
     if tol is not None and not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"tol={tol!r}: must be a positive finite number (or None for the dtype's epsilon)")
+        raise ValueError(f"tol={tol!r}: must be a positive finite number (or None for the rounding level)")
     cfg = {"every": every, "method": method, "tol": tol}
     for m in model.modules():
         if getattr(m, "_riemannian_names", ()):
