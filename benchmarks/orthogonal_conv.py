@@ -3,6 +3,8 @@ as a ratio to a plain 3×3 circular ``nn.Conv2d`` with the same channels, timed 
 
 Variants: ``plain`` (nn.Conv2d, circular padding, no bias); ``orthoconv_init`` (orthojac's OrthogonalConv2d,
 free kernel); ``orthoconv_exact`` (its exact policy: Cayley map per frequency, Trockman & Kolter 2021);
+``spectral_exact`` (SpectralOrthogonalConv2d: the frequency response is the parameter, kept unitary by the
+riemannian retraction after each step — an FFT convolution's forward pass);
 ``residual_init`` / ``residual_exact`` (ConvOrthoResidual x − 2𝓑ᵀρ(𝓑x + b), two operator applications).
 ``max_orth_err`` = max over frequencies of ‖M Mᴴ − I‖₂ of the operator after the timed steps.
 Needs :mod:`orthojac.nn.conv` (helper "conv"); skips with a message when it is missing.
@@ -27,6 +29,7 @@ def main() -> None:
         print("orthojac.nn.conv (OrthogonalConv2d) is not in this checkout yet: skipping the convolution benchmark")
         return
     from orthojac.nn.conv import ConvOrthoResidual, OrthogonalConv2d
+    from orthojac.nn.spectral_conv import SpectralOrthogonalConv2d
 
     device = _bench.setup(args.device)
     clock = _bench.Clock()
@@ -43,6 +46,7 @@ def main() -> None:
                 "plain": nn.Conv2d(c, c, 3, padding=1, padding_mode="circular", bias=False),
                 "orthoconv_init": OrthogonalConv2d(c, size, 3, orthogonal="init", generator=g),
                 "orthoconv_exact": OrthogonalConv2d(c, size, 3, orthogonal="exact", generator=g),
+                "spectral_exact": SpectralOrthogonalConv2d(c, size, generator=g),
                 "residual_init": ConvOrthoResidual(c, size, 3, orthogonal="init", generator=g),
                 "residual_exact": ConvOrthoResidual(c, size, 3, orthogonal="exact", generator=g),
             }
@@ -60,6 +64,11 @@ def main() -> None:
 
 def operator_error(m: nn.Module) -> float:
     conv = getattr(m, "conv", m)
+    if type(conv).__name__ == "SpectralOrthogonalConv2d":
+        with torch.no_grad():
+            r = conv.weight.detach().to(torch.complex128)
+            eye = torch.eye(r.shape[-1], dtype=r.dtype, device=r.device)
+            return float(torch.linalg.matrix_norm(r.mH @ r - eye, ord=2).max())
     if not hasattr(conv, "operator_response") or conv.policy != "exact":
         return float("nan")
     with torch.no_grad():
@@ -78,7 +87,7 @@ def measure(mods: dict, opts: dict, x: torch.Tensor, c: int, size: int, batch: i
     t = _bench.interleaved_median({k: (lambda k=k: step(k)) for k in mods}, repeats, device)
     rows = []
     for k in mods:
-        base = k.replace("exact", "init") if k.endswith("exact") else k
+        base = k.replace("exact", "init") if k.endswith("exact") and k.replace("exact", "init") in mods else k
         rows.append({"channels": c, "image": size, "batch": batch, "variant": k, "ms_per_step": 1e3 * t[k],
                      "ratio": t[k] / t["plain"], "ratio_vs_init": t[k] / t[base], "max_orth_err": operator_error(
                          mods[k])})

@@ -261,18 +261,30 @@ def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float 
         if w.ndim < 2:
             raise ValueError(f"retract_ expects matrices (at least 2-D), got shape {tuple(w.shape)}")
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(w)
-    for (shape, dtype, _), ws in groups.items():
-        rows, cols = shape[-2:]
-        x = torch.cat([_tall(w).reshape(-1, max(rows, cols), min(rows, cols)) for w in ws])
-        if method == "qr":
-            keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(len(ws), dtype=torch.bool)
-            y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
-        else:
-            y = _polar_retraction(x, torch.finfo(dtype).eps * x.shape[-1] ** 0.5 if tol is None else tol, keep_exact)
-        for w, yi in zip(ws, y.split(x.shape[0] // len(ws))):
-            _tall(w).copy_(yi.reshape(_tall(w).shape))
-            w._oj_manifold = True
-            w._oj_version = w._version
+    for (shape, dtype, _), group in groups.items():
+        # chunks of about _CHUNK_BYTES bound the temporaries (Gram, iterates) whatever the number of layers
+        per = max(1, _CHUNK_BYTES // (math.prod(shape) * group[0].element_size()))
+        for i in range(0, len(group), per):
+            _retract_chunk(group[i:i + per], shape, dtype, method, tol, keep_exact)
+
+
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _retract_chunk(ws: list[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, method: str,
+                   tol: float | None, keep_exact: bool) -> None:
+    """Retract tensors of one shape/dtype/device together (one batched chain of products)."""
+    rows, cols = shape[-2:]
+    x = torch.cat([_tall(w).reshape(-1, max(rows, cols), min(rows, cols)) for w in ws])
+    if method == "qr":
+        keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(x.shape[0], dtype=torch.bool)
+        y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
+    else:
+        y = _polar_retraction(x, torch.finfo(dtype).eps * x.shape[-1] ** 0.5 if tol is None else tol, keep_exact)
+    for w, yi in zip(ws, y.split(x.shape[0] // len(ws))):
+        _tall(w).copy_(yi.reshape(_tall(w).shape))
+        w._oj_manifold = True
+        w._oj_version = w._version
 
 
 def _cfg_of(p: torch.Tensor) -> tuple[int, str, float | None]:
