@@ -187,16 +187,16 @@ def _tall(w: torch.Tensor) -> torch.Tensor:
 
 
 def _qr_retraction(x: torch.Tensor) -> torch.Tensor:
-    """R(X) = qf(X): the Q factor of X = QR with sign(diag R) > 0 (batched, tall X)."""
+    """R(X) = qf(X): the Q factor of X = QR with diag R > 0 (batched, tall X; real or complex)."""
     q, r = torch.linalg.qr(x)
-    s = torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))
+    s = torch.sgn(torch.diagonal(r, dim1=-2, dim2=-1))
     s = torch.where(s == 0, torch.ones_like(s), s)
     return q * s.unsqueeze(-2)
 
 
 def _gram_error(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """E = YᵀY − I and d = ‖E‖_∞ (max absolute row sum) per matrix; ‖E‖₂ ≤ d since E is symmetric."""
-    e = torch.matmul(y.mT, y) - torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    """E = YᴴY − I and d = ‖E‖_∞ (max absolute row sum) per matrix; ‖E‖₂ ≤ d since E is Hermitian."""
+    e = torch.matmul(y.mH, y) - torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
     return e, e.abs().sum(-1).amax(-1)
 
 
@@ -244,31 +244,47 @@ def _polar_retraction(x: torch.Tensor, tol: float, keep_exact: bool = False, max
 @torch.no_grad()
 def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float | None = None,
              keep_exact: bool = False) -> None:
-    r"""Put every tensor (each a (rows, cols) matrix) back on its manifold in place: orthonormal columns
+    r"""Put every tensor (a (rows, cols) matrix, or a batch (…, rows, cols) of them; real, or complex for the
+    unitary case with ᵀ read as ᴴ) back on its manifold in place: orthonormal columns
     (rows ≥ cols) or rows (rows < cols) by the polar factor (``method="polar"``, Newton–Schulz, the nearest
     orthogonal matrix in every unitarily invariant norm) or QR (``"qr"``). Tensors of the same shape, dtype
-    and device are retracted together in one batched call. ``tol`` (default: the dtype's machine epsilon)
-    bounds ‖WᵀW − I‖₂ (exact arithmetic) for the polar method. ``keep_exact``: leave tensors already within
-    rounding of the manifold (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for
-    weights changed outside an optimiser step (a checkpoint loaded on resume must not move)."""
+    and device are retracted together in one batched call. ``tol`` bounds ‖WᵀW − I‖₂ in exact arithmetic for
+    the polar method; the default, eps·√n (eps the dtype's machine epsilon, n the number of columns of the tall
+    view), is the size of the rounding error that storing an orthogonal matrix in that dtype already makes, so
+    iterating further would not be seen. ``keep_exact``: leave tensors already within rounding of the manifold
+    (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for weights changed outside
+    an optimiser step (a checkpoint loaded on resume must not move)."""
     if method not in RETRACTIONS:
         raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
     groups: dict[tuple, list[torch.Tensor]] = {}
     for w in tensors:
-        if w.ndim != 2:
-            raise ValueError(f"retract_ expects 2-D weights, got shape {tuple(w.shape)}")
+        if w.ndim < 2:
+            raise ValueError(f"retract_ expects matrices (at least 2-D), got shape {tuple(w.shape)}")
         groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(w)
-    for (_, dtype, _), ws in groups.items():
-        x = torch.stack([_tall(w) for w in ws])
-        if method == "qr":
-            keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(len(ws), dtype=torch.bool)
-            y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
-        else:
-            y = _polar_retraction(x, torch.finfo(dtype).eps if tol is None else tol, keep_exact)
-        for w, yi in zip(ws, y.unbind(0)):
-            _tall(w).copy_(yi)
-            w._oj_manifold = True
-            w._oj_version = w._version
+    for (shape, dtype, _), group in groups.items():
+        # chunks of about _CHUNK_BYTES bound the temporaries (Gram, iterates) whatever the number of layers
+        per = max(1, _CHUNK_BYTES // (math.prod(shape) * group[0].element_size()))
+        for i in range(0, len(group), per):
+            _retract_chunk(group[i:i + per], shape, dtype, method, tol, keep_exact)
+
+
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _retract_chunk(ws: list[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, method: str,
+                   tol: float | None, keep_exact: bool) -> None:
+    """Retract tensors of one shape/dtype/device together (one batched chain of products)."""
+    rows, cols = shape[-2:]
+    x = torch.cat([_tall(w).reshape(-1, max(rows, cols), min(rows, cols)) for w in ws])
+    if method == "qr":
+        keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(x.shape[0], dtype=torch.bool)
+        y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
+    else:
+        y = _polar_retraction(x, torch.finfo(dtype).eps * x.shape[-1] ** 0.5 if tol is None else tol, keep_exact)
+    for w, yi in zip(ws, y.split(x.shape[0] // len(ws))):
+        _tall(w).copy_(yi.reshape(_tall(w).shape))
+        w._oj_manifold = True
+        w._oj_version = w._version
 
 
 def _cfg_of(p: torch.Tensor) -> tuple[int, str, float | None]:
@@ -368,14 +384,14 @@ def configure_retraction(model: nn.Module, every: int = 1, method: str = "polar"
             so it is *near*-orthogonality, not exactness; benchmarks/orthogonal_policy.py measures the largest
             error along a trajectory.
         method: ``"polar"`` (Newton–Schulz to the error bound; default) or ``"qr"``.
-        tol: the polar method's bound on ‖WᵀW − I‖₂ in exact arithmetic (default: the dtype's epsilon).
+        tol: the polar method's bound on ‖WᵀW − I‖₂ in exact arithmetic (default: eps·√n, the rounding level).
     """
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
         raise ValueError(f"every={every!r}: the retraction period must be an integer ≥ 1")
     if method not in RETRACTIONS:
         raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
     if tol is not None and not (tol > 0 and math.isfinite(tol)):
-        raise ValueError(f"tol={tol!r}: must be a positive finite number (or None for the dtype's epsilon)")
+        raise ValueError(f"tol={tol!r}: must be a positive finite number (or None for the rounding level)")
     cfg = {"every": every, "method": method, "tol": tol}
     for m in model.modules():
         if getattr(m, "_riemannian_names", ()):
