@@ -222,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
     for i, spec in enumerate(specs, 1):
         row = run_spec(spec, args.mode, args.device, args.figures, args.progress)
         rows.append(row)
-        print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: "
-              f"mse={row['mse']!s:.10} max_err={row['max_err']!s:.8} ({row['seconds']} s/run, "
-              f"{row['cpu_seconds']} CPU s/run)", flush=True)
+        nums = " ".join(f"{k}={row[k]:.4g}" for k in ("mse", "max_err", "residual") if isinstance(row[k], float))
+        print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: {nums} "
+              f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
     replace = {"mode": args.mode} if not args.only else None
     if args.only:  # keep this mode's other rows
         from .common import read_csv, write_csv
