@@ -9,8 +9,8 @@ per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's
 
 ``--quick`` (≈ 4 CPU-minutes on one idle thread): the 2-D square exactly as the authors (5 rounds, SGD)
 but 3 runs instead of 10, plus Adam (3 runs) and an OrthoResidual body (1 run); the d = 5 cube with the
-authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with Adam (lr 1e-3) and 4–5×
-fewer steps than the authors (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
+authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
+schedule but 3–6× fewer steps (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
 with the authors' schedule; Reeds–Shepp and the two-car game with 600 steps per round and 300 points
 instead of 3000 steps and 800–1200 points (qualitative only). ``--full``: the authors' run counts and
 schedules (SGD) next to Adam, volume-uniform sampling for the ball, the d = 5 annulus and d = 5
@@ -54,11 +54,11 @@ QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, ADAM, setting="adam"),
     Spec("eikonal_square", 1, ORTHO, setting="ortho_residual body, adam"),
     Spec("eikonal_cube5", 1, authors=(0.007979, 0.509)),
-    Spec("eikonal_cube8", 1, ADAM, iterations=(2000, 2000, 2000, 2000), setting="adam, fewer steps",
+    Spec("eikonal_cube8", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.016435, 0.654)),
-    Spec("eikonal_ball10", 1, ADAM, iterations=(2000, 2000, 3000, 3000), setting="adam, fewer steps",
+    Spec("eikonal_ball10", 1, iterations=(2000, 2000, 3000, 3000), setting="authors, fewer steps",
          authors=(0.009513, 0.604)),
-    Spec("eikonal_annulus10", 1, ADAM, iterations=(2000, 2000, 2000, 2000), setting="adam, fewer steps",
+    Spec("eikonal_annulus10", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.005379, 0.383)),
     Spec("time_dependent", 1),
     Spec("reeds_shepp", 1, iterations=(600, 600, 600), points=300, setting="fewer steps"),
@@ -222,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
     for i, spec in enumerate(specs, 1):
         row = run_spec(spec, args.mode, args.device, args.figures, args.progress)
         rows.append(row)
-        print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: "
-              f"mse={row['mse']!s:.10} max_err={row['max_err']!s:.8} ({row['seconds']} s/run, "
-              f"{row['cpu_seconds']} CPU s/run)", flush=True)
+        nums = " ".join(f"{k}={row[k]:.4g}" for k in ("mse", "max_err", "residual") if isinstance(row[k], float))
+        print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: {nums} "
+              f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
     replace = {"mode": args.mode} if not args.only else None
     if args.only:  # keep this mode's other rows
         from .common import read_csv, write_csv
