@@ -62,9 +62,9 @@ def measure(model, x: torch.Tensor) -> dict[str, float]:
     m = copy.deepcopy(model).cpu().double()
     with torch.no_grad():
         h = m.stem(x.double())
-    per_layer = [jacobian_spectrum(layer, xi, method="exact").singular_values
+    per_layer = [jacobian_spectrum(layer, xi, method="exact", mode="rev").singular_values
                  for layer, xi in zip(m.body, layer_inputs(list(m.body), h), strict=True)]
-    body = jacobian_spectrum(m.body, h, method="exact").singular_values
+    body = jacobian_spectrum(m.body, h, method="exact", mode="rev").singular_values
     defect = orthogonality_defect(m)
     return {"sv_min": min(s.min().item() for s in per_layer), "sv_max": max(s.max().item() for s in per_layer),
             "body_sv_min": body.min().item(), "body_sv_max": body.max().item(),

@@ -27,9 +27,9 @@ Two parts (definitions and proof sketch: docs/pso.md; the paper's v2, arXiv 2508
    ``docs/figures/pso_train.png``.
 
 ``--quick`` (default): width 64, 8 inputs, one seed; training on 4 000 images for 2 epochs at depths
-{10, 50, 200}, orthogonality policy ``init`` (about 5 minutes of CPU). ``--full``: width 128, 32 inputs, three
-seeds; the full training set, 10 epochs, depths {10, 50, 200, 500}, policies ``init`` and ``exact`` (meant for
-an accelerator).
+{10, 50, 200}, orthogonality policy ``init`` (plus ``exact`` for the PSO arms at depth 200, r = 8).
+``--full``: width 128, 32 inputs, three seeds; the full training set, 10 epochs, depths {10, 50, 200, 500},
+policies ``init`` and ``exact`` (meant for an accelerator).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ from .jacobians import Timer, gradient_norm_ratio, load_image_data, prefix_jacob
 MODES = {
     "quick": dict(width=64, depths=(10, 50, 200, 1000), n_inputs=8, seeds=(0,),
                   train_depths=(10, 50, 200), train_rs=(1, 8, 32), n_train=4000, n_test=2000, epochs=2,
-                  train_seeds=(0,), policies=("init",)),
+                  train_seeds=(0,), policies=("init", "exact"), subsets={"exact": dict(depths=(200,), rs=(8,))}),
     "full": dict(width=128, depths=(10, 50, 200, 1000), n_inputs=32, seeds=(0, 1, 2),
                  train_depths=(10, 50, 200, 500), train_rs=(1, 4, 16, 64), n_train=None, n_test=None, epochs=10,
-                 train_seeds=(0, 1, 2), policies=("init", "exact")),
+                 train_seeds=(0, 1, 2), policies=("init", "exact"), subsets={}),
 }
 FLOW_COLUMNS = ["strategy", "r", "depth", "width", "loss", "grad_norm_ratio", "n_unit_sv", "seed",
                 "grad_norm_ratio_min", "grad_norm_ratio_max", "sqrt_r_over_n", "n_unit_sv_min", "sv_complement_max",
@@ -71,8 +71,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", type=Path, default=Path("docs/figures"), help="figure directory")
     p.add_argument("--part", choices=("all", "flow", "train"), default="all", help="run only one part")
     p.add_argument("--policy", choices=("init", "exact"), nargs="+", default=None,
-                   help="orthogonality policies of the trained PSO/orthogonal bodies (default: init in quick mode — "
-                        "the paper's strategies are initialisations —, init and exact in full mode)")
+                   help="orthogonality policies of the trained PSO/orthogonal bodies (default: init and exact; "
+                        "in quick mode exact only for the PSO arms at depth 200 with r = 8)")
     p.add_argument("--device", default="auto", help="training device: auto (cuda when available), cpu, cuda")
 
 
@@ -191,6 +191,19 @@ def train_arms(width: int, rs: tuple[int, ...]) -> list[tuple[str, str, int, dic
     return arms
 
 
+def _selected(cfg: dict, policy: str, depth: int, arm: tuple) -> bool:
+    """Whether an arm runs under a policy: the plain ReLU baseline has no orthogonality policy (run once, under
+    ``init``); ``cfg["subsets"][policy]`` restricts a policy to some depths and r (quick mode runs ``exact`` only
+    for the PSO arms at depth 200, r = 8: the exact parametrisation costs ~3× the CPU)."""
+    arch, _, r, _ = arm
+    if not arch.startswith(("pso", "ortho")):
+        return policy == "init"
+    sub = cfg.get("subsets", {}).get(policy)
+    if sub is None:
+        return True
+    return depth in sub["depths"] and arch.startswith("pso") and r in sub["rs"]
+
+
 def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, device_label: str) -> list[dict]:
     cfg = MODES[mode]
     policies = tuple(policies or cfg["policies"])
@@ -199,7 +212,7 @@ def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, 
     rows = []
     arms = train_arms(width, cfg["train_rs"])
     jobs = [(seed, depth, policy, arm) for seed in cfg["train_seeds"] for depth in cfg["train_depths"]
-            for policy in policies for arm in arms if policy == policies[0] or arm[0].startswith(("pso", "ortho"))]
+            for policy in policies for arm in arms if _selected(cfg, policy, depth, arm)]
     for seed, depth, policy, (arch, strategy, r, kw) in tqdm(jobs, desc="pso train"):
         arm_policy = policy if arch.startswith(("pso", "ortho")) else "init"
         model = create_model(arch, d_in, classes, width, depth, policy=arm_policy, seed=seed, **kw)
@@ -219,32 +232,48 @@ def training(mode: str, policies: tuple[str, ...] | None, device: torch.device, 
     return rows
 
 
-def plot_flow(csv_path: Path, fig_path: Path) -> Path:
+def plot_flow(csv_path: Path, fig_path: Path, floor: float = 1e-35) -> Path:
+    """Ratio vs depth for both losses (values below ``floor`` drawn at the floor as ▼) and the number of unit
+    singular values vs depth."""
     plt = common.plt()
-    rows = [r for r in common.read_csv(csv_path)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    rows = common.read_csv(csv_path)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     styles = {"channels": "-", "bias": "--", "orthogonal": ":", "rotated": "-."}
-    keys = sorted({(r["strategy"], int(r["r"])) for r in rows}, key=lambda k: (k[0], k[1]))
+    keys = sorted({(r["strategy"], int(r["r"])) for r in rows})
     cmap = plt.get_cmap("viridis")
     rs = sorted({int(r["r"]) for r in rows})
+
+    def color(strategy: str, r: int):
+        return "k" if strategy == "orthogonal" else cmap(0.9 * rs.index(r) / max(1, len(rs) - 1))
+
+    def series(strategy: str, r: int, loss: str, col: str) -> list[tuple[int, float]]:
+        by: dict[int, list[float]] = {}
+        for x in rows:
+            if x["strategy"] == strategy and int(x["r"]) == r and x["loss"] == loss:
+                by.setdefault(int(x["depth"]), []).append(float(x[col]))
+        return [(d, sum(v) / len(v)) for d, v in sorted(by.items())]
+
     for ax, loss in zip(axes[:2], ("aligned", "random"), strict=True):
         for strategy, r in keys:
-            pts = sorted((int(x["depth"]), max(float(x["grad_norm_ratio"]), 1e-300)) for x in rows
-                         if x["strategy"] == strategy and int(x["r"]) == r and x["loss"] == loss)
-            color = "k" if strategy == "orthogonal" else cmap(rs.index(r) / max(1, len(rs) - 1))
-            ax.plot(*zip(*pts, strict=True), styles[strategy], marker="o", color=color, label=f"{strategy} r={r}")
-        ax.axhspan(0.5, 2, color="tab:green", alpha=0.1)
-        ax.set(xscale="log", yscale="log", xlabel="depth L", ylabel="‖∂L/∂x₀‖ / ‖∂L/∂x_L‖",
-               title=f"gradient-norm ratio, {loss} loss")
+            pts = series(strategy, r, loss, "grad_norm_ratio")
+            d, v = zip(*pts, strict=True)
+            ax.plot(d, [max(y, floor) for y in v], styles[strategy], color=color(strategy, r),
+                    label=f"{strategy} r={r}")
+            ax.scatter(d, [max(y, floor) for y in v], marker="o", s=14, color=color(strategy, r),
+                       edgecolors=["none" if y >= floor else "red" for y in v])
+        ax.axhspan(0.5, 2, color="tab:green", alpha=0.15, label="[0.5, 2]")
+        ax.set(xscale="log", yscale="log", ylim=(floor / 3, 10), xlabel="depth L",
+               ylabel="‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ (mean over inputs)",
+               title=f"{loss} loss (red edge: below {floor:g}, drawn at it)")
     ax = axes[2]
     for strategy, r in keys:
-        pts = sorted((int(x["depth"]), float(x["n_unit_sv"])) for x in rows
-                     if x["strategy"] == strategy and int(x["r"]) == r and x["loss"] == "aligned")
-        color = "k" if strategy == "orthogonal" else cmap(rs.index(r) / max(1, len(rs) - 1))
-        ax.plot(*zip(*pts, strict=True), styles[strategy], marker="o", color=color, label=f"{strategy} r={r}")
-    ax.set(xscale="log", yscale="symlog", xlabel="depth L", ylabel="# singular values = 1 (±1e-6)",
+        pts = series(strategy, r, "aligned", "n_unit_sv")
+        ax.plot(*zip(*pts, strict=True), styles[strategy], marker="o", color=color(strategy, r))
+    ax.set(xscale="log", yscale="symlog", ylim=(-0.2, 1.3 * max(rs)), xlabel="depth L",
+           ylabel="# singular values within 1e-6 of 1",
            title="unit singular values of the body Jacobian")
-    axes[0].legend(fontsize=7, ncol=2)
+    ax.set_yticks(rs, [str(r) for r in rs])
+    axes[0].legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle(f"PSO gradient flow (width {rows[0]['width']}, {rows[0]['mode']} mode; results/pso.csv)")
     fig.tight_layout()
     fig_path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +337,11 @@ def run(args: argparse.Namespace) -> int:
         t = Timer()
         rows = training(args.mode, args.policy, device, label)
         _stamp(rows, t)
-        path = common.append_csv(rows, out / "pso_train.csv", TRAIN_COLUMNS, replace_where={"mode": args.mode})
+        path = out / "pso_train.csv"
+        done = {r["policy"] for r in rows}  # re-running a (mode, policy) replaces its rows, keeps the others
+        old = [r for r in common.read_csv(path) if not (r["mode"] == args.mode and r["policy"] in done)] \
+            if path.exists() else []
+        common.write_csv([*old, *rows], path, TRAIN_COLUMNS)
         common.csv_to_markdown(path, out / "pso_train.md", ["mode", "policy", "arch", "strategy", "r", "depth"],
                                ["test_acc", "grad_ratio_init", "grad_ratio_trained", "weight_defect",
                                 "reserved_active_frac", "diverged"],
