@@ -49,6 +49,29 @@ def _register_builtin() -> None:
 
 _register_builtin()
 
+from .conv import (  # noqa: E402
+    ConvOrthoFeedforward,
+    ConvOrthoResidual,
+    OrthoDownsample,
+    OrthogonalConv2d,
+    conv_layer,
+    random_orthogonal_kernel,
+)
+
+__all__ += ["OrthogonalConv2d", "ConvOrthoResidual", "ConvOrthoFeedforward", "OrthoDownsample",
+            "random_orthogonal_kernel", "conv_layer"]
+
+
+def _register_conv() -> None:
+    """Conv families: ``width`` n gives C = max(1, n // 4) channels on a 4×6 circular grid (one sample is
+    C×4×6, both sizes even so the Nyquist frequencies are exercised)."""
+    for kind in ("orthogonal", "residual_relu", "residual_relu_k", "feedforward_abs", "feedforward_sigma_k"):
+        register_layer(f"conv_{kind}", lambda n, p, g, kind=kind: conv_layer(kind, max(1, n // 4), (4, 6), p, g),
+                       min_width=1, input_shape=lambda n: (max(1, n // 4), 4, 6))
+
+
+_register_conv()
+
 from .stable import (  # noqa: E402  (Haber & Ruthotto stable architectures)
     STABLE_ARCHS,
     AntisymmetricODE,
