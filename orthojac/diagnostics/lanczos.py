@@ -31,13 +31,12 @@ forward pass of ``fn`` serves every product (:func:`jvp_vjp`).
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 
 import torch
 
-from .spectrum import SpectrumResult, check_input, frozen_parametrizations
+from .spectrum import SpectrumResult, check_input, frozen_parametrizations, math_attention
 
 __all__ = ["lanczos_singular_values", "jvp_vjp"]
 
@@ -56,7 +55,7 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     ``ValueError``."""
     x = x.detach()
     b = x.shape[0]
-    with frozen_parametrizations(fn), torch.enable_grad(), _math_attention():
+    with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
         xr = x.requires_grad_(True)
         y = fn(xr)
         w = torch.zeros_like(y, requires_grad=True)
@@ -73,7 +72,7 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
             except RuntimeError:  # an op without double backward: fall through to forward mode
                 pass
         try:
-            with frozen_parametrizations(fn), torch.enable_grad(), _math_attention():
+            with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
                 return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
         except (RuntimeError, NotImplementedError) as e:
             raise ValueError(f"lanczos needs Jacobian-vector products, but fn supports neither double backward nor "
@@ -84,17 +83,6 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
         return r.reshape(b, -1)
 
     return jv, vj, out_shape
-
-
-def _math_attention():
-    """Scaled-dot-product attention on its MATH backend (plain differentiable ops, so double backward works;
-    the fused CPU/GPU kernels have no second derivative)."""
-    try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.MATH])
-    except ImportError:  # pragma: no cover - older torch
-        return contextlib.nullcontext()
 
 
 def _orthogonalise(r: torch.Tensor, basis: torch.Tensor, j: int) -> torch.Tensor:
