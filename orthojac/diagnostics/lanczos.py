@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import torch
 
-from .spectrum import SpectrumResult, check_input, frozen_parametrizations
+from .spectrum import SpectrumResult, check_input, frozen_parametrizations, math_attention
 
 __all__ = ["lanczos_singular_values", "jvp_vjp"]
 
@@ -50,11 +50,12 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     VJPs are reverse passes through the stored graph. JVPs use the double-backward identity: g(w) = Jᵀw is
     linear in w, so ∂⟨g(w), v⟩/∂w = J v — one more reverse pass through the graph of g (built once with
     ``create_graph=True``), much cheaper here than ``torch.func.jvp`` (which re-runs the forward) or
-    ``torch.func.linearize`` (which traces it). Functions whose ops lack double backward fall back to
-    ``torch.func.jvp``."""
+    ``torch.func.linearize`` (which traces it). Attention runs on its MATH backend (twice differentiable).
+    Functions whose ops lack double backward fall back to ``torch.func.jvp``; functions with neither raise
+    ``ValueError``."""
     x = x.detach()
     b = x.shape[0]
-    with frozen_parametrizations(fn), torch.enable_grad():
+    with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
         xr = x.requires_grad_(True)
         y = fn(xr)
         w = torch.zeros_like(y, requires_grad=True)
@@ -70,8 +71,12 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
                 return (torch.zeros(out_shape, dtype=x.dtype, device=x.device) if r is None else r).reshape(b, -1)
             except RuntimeError:  # an op without double backward: fall through to forward mode
                 pass
-        with frozen_parametrizations(fn):
-            return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
+        try:
+            with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
+                return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"lanczos needs Jacobian-vector products, but fn supports neither double backward nor "
+                             f"forward-mode AD ({e}); use method='exact'") from e
 
     def vj(u: torch.Tensor) -> torch.Tensor:
         (r,) = torch.autograd.grad(y, xr, u.reshape(out_shape), retain_graph=True)

@@ -23,6 +23,7 @@ BatchNorm in training mode violates this; put the model in ``eval()`` first).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 __all__ = ["SpectrumResult", "jacobian_spectrum", "dense_jacobian", "check_input", "choose_method",
-           "frozen_parametrizations", "METHODS", "DEFAULT_K"]
+           "frozen_parametrizations", "math_attention", "METHODS", "DEFAULT_K"]
 
 METHODS = ("auto", "exact", "lanczos")
 FWD_OVERHEAD = 4
@@ -142,6 +143,17 @@ def frozen_parametrizations(fn: Callable) -> Iterator[None]:
         yield
 
 
+def math_attention() -> contextlib.AbstractContextManager:
+    """Scaled-dot-product attention on its MATH backend (plain differentiable ops: double backward and
+    vmap batching rules exist for them; the fused CPU/GPU kernels have neither)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+
+
 def dense_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str = "auto",
                    chunk_size: int | None = None) -> torch.Tensor:
     """Per-sample Jacobians J_b = ∂ vec fn(x)_b / ∂ vec x_b, shape (batch, m_out, n_in).
@@ -164,7 +176,7 @@ def dense_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
 
     jac = torch.func.jacfwd if mode == "fwd" else torch.func.jacrev
     kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-    with torch.no_grad(), frozen_parametrizations(fn):
+    with torch.no_grad(), frozen_parametrizations(fn), math_attention():
         j = torch.func.vmap(jac(single, **kwargs))(x.detach())
     return j.reshape(x.shape[0], -1, n_in)
 

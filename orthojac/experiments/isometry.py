@@ -63,11 +63,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="auto", choices=("auto", "fashion-mnist", "gaussian"))
     p.add_argument("--csv", type=Path, default=CSV)
     p.add_argument("--figure", type=Path, default=FIGURE)
+    p.add_argument("--device", default="cpu", help="torch device for the measurements (e.g. cuda)")
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the CSV without measuring")
 
 
 def measure(family: str, depth: int, width: int, seed: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """One row: spectrum of the body and gradient ratio of the whole classifier at initialisation."""
+    """One row: spectrum of the body and gradient ratio of the whole classifier at initialisation, measured
+    on the device of ``x`` and ``y``."""
     t0, w0 = time.process_time(), time.time()
     default = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)  # built in float64 (orthogonal to float64 precision; no cast)
@@ -75,7 +77,7 @@ def measure(family: str, depth: int, width: int, seed: int, x: torch.Tensor, y: 
         model = create_model(family, x[0].numel(), 10, width=width, depth=depth, policy="init", seed=seed)
     finally:
         torch.set_default_dtype(default)
-    rep = diagnose(model, x, y, method="exact")
+    rep = diagnose(model.to(x.device), x, y, method="exact")
     s = rep.pop("_spectrum").singular_values.double()
     rep.pop("_gradients")
     return {
@@ -140,7 +142,8 @@ def _title(width: int, batch: int, source: str, mode: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads() if args.mode == "full" else 1))
+    if args.mode == "quick":
+        torch.set_num_threads(1)  # the quick mode's budget is stated for one thread per process
     mode = MODES[args.mode]
     batch = args.batch or mode["batch"]
     seeds = args.seeds or list(mode["seeds"])
@@ -154,8 +157,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.figure}")
         return 0
     x, y, source = load_batch(args.data, (1, 28, 28), 10, batch, seed=0)
-    x = x.to(torch.float64)
-    dev = device_name()
+    x, y = x.to(device=args.device, dtype=torch.float64), y.to(args.device)
+    dev = device_name(args.device)
     cpu0, wall0 = time.process_time(), time.time()
     labels = dict(FAMILIES)
     rows = []
