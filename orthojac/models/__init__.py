@@ -18,3 +18,7 @@ __all__ = ["Classifier", "PlainLayer", "ResidualBlock", "FAMILIES", "create_body
 from .convnet import CONV_FAMILIES, ConvPlainLayer, ConvResidualBlock, create_convnet, register_conv_family  # noqa: E402
 
 __all__ += ["CONV_FAMILIES", "ConvPlainLayer", "ConvResidualBlock", "create_convnet", "register_conv_family"]
+
+from .stable import OPENINGS, StableNet, create_stable_model, hypothesis_loss, predict_labels  # noqa: E402
+
+__all__ += ["StableNet", "create_stable_model", "hypothesis_loss", "predict_labels", "OPENINGS"]

@@ -71,3 +71,26 @@ def _register_conv() -> None:
 
 
 _register_conv()
+
+from .stable import (  # noqa: E402  (Haber & Ruthotto stable architectures)
+    STABLE_ARCHS,
+    AntisymmetricODE,
+    LeapfrogODE,
+    ResNetODE,
+    StableDynamics,
+    VerletODE,
+    create_dynamics,
+)
+
+__all__ += ["StableDynamics", "ResNetODE", "AntisymmetricODE", "LeapfrogODE", "VerletODE", "STABLE_ARCHS",
+            "create_dynamics"]
+
+
+def _register_stable() -> None:
+    """Dense stable networks (3 layers, T = 1, random weights) with their weight-dependent bounded claims."""
+    for arch in STABLE_ARCHS:
+        register_layer(f"stable_{arch}", lambda n, p, g, a=arch: create_dynamics(a, n, 3, 1.0, init="random",
+                                                                                generator=g), min_width=2)
+
+
+_register_stable()
