@@ -23,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..models import family_names
-from ..train.config import ConfigError, apply_overrides, yaml_load
+from ..train.config import ConfigError, read_config_mapping
 from .problems import DEFAULT_DIMS, PROBLEMS, make_problem
 from .solver import Round
 
@@ -164,16 +163,7 @@ def parse_hj_config(data: dict[str, Any], source: str = "") -> HJConfig:
 
 def load_hj_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> HJConfig:
     """Read YAML, apply ``--set key=value`` overrides, validate. ``name`` defaults to the file's stem."""
-    path = Path(path)
-    try:
-        data = yaml_load(path.read_text()) or {}
-    except OSError as e:
-        raise FileNotFoundError(f"cannot read config {path}: {e}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
-    if isinstance(data, dict):
-        data.setdefault("name", path.stem)
-    return parse_hj_config(apply_overrides(data, overrides), str(path))
+    return parse_hj_config(read_config_mapping(path, overrides), str(path))
 
 
 def build_from_config(cfg: HJConfig, run: int = 0):

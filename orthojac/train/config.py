@@ -272,8 +272,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return out
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Read a YAML file, apply ``--set`` overrides, validate. ``name`` defaults to the file's stem."""
+def read_config_mapping(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Read a YAML file and apply ``--set key=value`` overrides (not validated yet). ``name`` defaults to the
+    file's stem. Unreadable file → FileNotFoundError; bad YAML → ConfigError naming the file."""
     path = Path(path)
     try:
         data = yaml_load(path.read_text()) or {}
@@ -283,4 +284,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if isinstance(data, dict):
         data.setdefault("name", path.stem)
-    return parse_config(apply_overrides(data, overrides), str(path))
+    return apply_overrides(data, overrides)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML file, apply ``--set`` overrides, validate. ``name`` defaults to the file's stem."""
+    return parse_config(read_config_mapping(path, overrides), str(path))

@@ -144,11 +144,18 @@ def fit_adam(model: nn.Module, data: Data, epochs: int = 50, lr: float = 1e-2, b
         history.append(acc)
         if acc > best[0]:
             best = (acc, _snapshot(model))
+    return best_validation_result(model, best, xt, yt, epochs, t0, history)
+
+
+def best_validation_result(model: nn.Module, best: tuple[float, dict[str, torch.Tensor]], xt: torch.Tensor,
+                           yt: torch.Tensor, iterations: int, t0: float, history: list[float]) -> FitResult:
+    """FitResult of the best-validation parameters ``best = (val_acc, state)``: their training accuracy is
+    measured, and the model is left at its *current* (last) parameters."""
     current = _snapshot(model)
     model.load_state_dict(best[1])
     train_acc = accuracy(model, xt, yt)
     model.load_state_dict(current)
-    return FitResult(best[1], best[0], train_acc, epochs, time.perf_counter() - t0, history)
+    return FitResult(best[1], best[0], train_acc, iterations, time.perf_counter() - t0, history)
 
 
 def copy_model(model: nn.Module) -> nn.Module:

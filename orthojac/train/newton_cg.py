@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ..models.stable import StableNet, hypothesis_loss
 from ..regularizers import time_laplacian
-from .multilevel import Data, FitResult, _snapshot, accuracy
+from .multilevel import Data, FitResult, _snapshot, accuracy, best_validation_result
 
 __all__ = ["NewtonCGConfig", "pcg", "loss_hessian_product", "newton_cg_classifier_step", "gauss_newton_cg_step",
            "fit_newton_cg"]
@@ -286,8 +286,4 @@ def fit_newton_cg(model: StableNet, data: Data, config: NewtonCGConfig | None = 
         history.append(acc)
         if acc > best[0]:
             best = (acc, _snapshot(model))
-    current = _snapshot(model)
-    model.load_state_dict(best[1])
-    train_acc = accuracy(model, xt, yt)
-    model.load_state_dict(current)
-    return FitResult(best[1], best[0], train_acc, cfg.iterations, time.perf_counter() - t0, history)
+    return best_validation_result(model, best, xt, yt, cfg.iterations, t0, history)
