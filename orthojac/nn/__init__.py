@@ -71,3 +71,9 @@ def _register_conv() -> None:
 
 
 _register_conv()
+
+# issue 8 (exact orthogonality at a plain layer's cost): the retraction API and the spectral exact convolution
+from .orthogonal import RETRACTIONS, configure_retraction, retract_, riemannian_weights  # noqa: E402
+from .spectral_conv import SpectralOrthogonalConv2d  # noqa: E402
+
+__all__ += ["RETRACTIONS", "configure_retraction", "retract_", "riemannian_weights", "SpectralOrthogonalConv2d"]
