@@ -94,3 +94,9 @@ def _register_stable() -> None:
 
 
 _register_stable()
+
+# issue 8 (exact orthogonality at a plain layer's cost): the retraction API and the spectral exact convolution
+from .orthogonal import RETRACTIONS, configure_retraction, retract_, riemannian_weights  # noqa: E402
+from .spectral_conv import SpectralOrthogonalConv2d  # noqa: E402
+
+__all__ += ["RETRACTIONS", "configure_retraction", "retract_", "riemannian_weights", "SpectralOrthogonalConv2d"]
