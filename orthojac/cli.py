@@ -19,6 +19,7 @@ COMMANDS: list[str] = [
     "orthojac.experiments.reproduce",
     "orthojac.experiments.train",
     "orthojac.experiments.diagnose",
+    "orthojac.experiments.hj",
 ]
 
 

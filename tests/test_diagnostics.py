@@ -348,3 +348,29 @@ def test_orthogonality_defect_torch_parametrization_and_none() -> None:
     assert d.count == 1 and d.max < 1e-12
     empty = orthogonality_defect(nn.Linear(3, 3))
     assert empty.count == 0 and math.isnan(empty.max)
+
+
+def test_attention_model_lanczos() -> None:
+    """Fused attention kernels have no double backward; Lanczos runs attention on the MATH backend."""
+    torch.manual_seed(13)
+    layer = nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, batch_first=True,
+                                       norm_first=True).to(D).eval()
+    x = torch.randn(2, 3, 8, dtype=D)
+    ref = dense_svd(layer, x)
+    assert rel_err(jacobian_spectrum(layer, x, "exact").singular_values, ref) < 1e-10
+    lz = jacobian_spectrum(layer, x, "lanczos", k=2).singular_values
+    assert rel_err(lz, torch.cat([ref[:, :2], ref[:, -2:]], dim=-1)) < 1e-8
+
+
+def test_orthogonality_defect_sees_orthogonal_convolutions() -> None:
+    from orthojac.models import build_model
+    from orthojac.nn import OrthogonalConv2d
+
+    model = build_model("conv", "ortho_feedforward_abs", (1, 16, 16), 10, width=4, depth=3, policy="init")
+    d0 = orthogonality_defect(model)
+    assert d0.count == 3 and d0.max < 1e-5
+    conv = next(m for m in model.modules() if isinstance(m, OrthogonalConv2d))
+    with torch.no_grad():
+        conv.weight.mul_(1.1)  # ‖𝓑𝓑ᵀ − I‖ of a 1.1× orthogonal operator: (1.21 − 1)·√C per frequency
+    d1 = orthogonality_defect(model)
+    assert d1.max == pytest.approx(0.21 * conv.channels ** 0.5, rel=1e-4)

@@ -18,10 +18,11 @@ from .gradients import (
 )
 from .lanczos import lanczos_singular_values
 from .plots import plot_gradient_norms, plot_spectrum
-from .spectrum import DEFAULT_K, METHODS, SpectrumResult, dense_jacobian, jacobian_spectrum
+from .spectrum import DEFAULT_K, METHODS, SpectrumResult, choose_method, dense_jacobian, jacobian_spectrum
 
 __all__ = [
     "jacobian_spectrum", "SpectrumResult", "dense_jacobian", "lanczos_singular_values", "METHODS", "DEFAULT_K",
+    "choose_method",
     "gradient_norms", "GradientNorms", "default_blocks", "orthogonality_defect", "OrthogonalityDefect",
     "plot_spectrum", "plot_gradient_norms",
 ]

@@ -204,7 +204,9 @@ def _constrained(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 def orthogonality_defect(model: nn.Module) -> OrthogonalityDefect:
     """max and mean of ‖WWᵀ − I‖_F over the constrained weights W of ``model`` (rows ≤ cols; ‖WᵀW − I‖_F
     otherwise). Weights with more than two dimensions (e.g. convolution kernels) are flattened to
-    (out, rest) first. 0 means exactly orthogonal (rows or columns orthonormal)."""
+    (out, rest) first. A submodule with an ``orthogonality_defect()`` method and no listed weights (an operator
+    such as an orthogonal convolution) contributes the square root of what that method returns. 0 means
+    exactly orthogonal (rows or columns orthonormal)."""
     vals: dict[str, float] = {}
     with parametrize.cached():
         for name, w in _constrained(model):
@@ -215,6 +217,12 @@ def orthogonality_defect(model: nn.Module) -> OrthogonalityDefect:
             rows, cols = w.shape
             g = w @ w.T if rows <= cols else w.T @ w
             vals[name] = torch.linalg.matrix_norm(g - torch.eye(g.shape[0], dtype=g.dtype, device=g.device)).item()
+        # operators that are not a single matrix (orthojac's OrthogonalConv2d, or a user's module following the
+        # convention) report ‖𝓑𝓑ᵀ − I‖²_F normalised per frequency through a method of that name
+        for prefix, m in model.named_modules():
+            fn = getattr(m, "orthogonality_defect", None)
+            if callable(fn) and m is not model and not getattr(m, "orthogonal_weight_names", ()):
+                vals[prefix] = math.sqrt(max(float(fn()), 0.0))
     if not vals:
         return OrthogonalityDefect(math.nan, math.nan, 0, {})
     v = list(vals.values())

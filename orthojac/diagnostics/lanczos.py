@@ -35,9 +35,8 @@ import warnings
 from collections.abc import Callable
 
 import torch
-from torch.nn.utils import parametrize
 
-from .spectrum import SpectrumResult, check_input
+from .spectrum import SpectrumResult, check_input, frozen_parametrizations, math_attention
 
 __all__ = ["lanczos_singular_values", "jvp_vjp"]
 
@@ -51,11 +50,12 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     VJPs are reverse passes through the stored graph. JVPs use the double-backward identity: g(w) = Jᵀw is
     linear in w, so ∂⟨g(w), v⟩/∂w = J v — one more reverse pass through the graph of g (built once with
     ``create_graph=True``), much cheaper here than ``torch.func.jvp`` (which re-runs the forward) or
-    ``torch.func.linearize`` (which traces it). Functions whose ops lack double backward fall back to
-    ``torch.func.jvp``."""
+    ``torch.func.linearize`` (which traces it). Attention runs on its MATH backend (twice differentiable).
+    Functions whose ops lack double backward fall back to ``torch.func.jvp``; functions with neither raise
+    ``ValueError``."""
     x = x.detach()
     b = x.shape[0]
-    with torch.enable_grad(), parametrize.cached():
+    with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
         xr = x.requires_grad_(True)
         y = fn(xr)
         w = torch.zeros_like(y, requires_grad=True)
@@ -71,8 +71,12 @@ def jvp_vjp(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
                 return (torch.zeros(out_shape, dtype=x.dtype, device=x.device) if r is None else r).reshape(b, -1)
             except RuntimeError:  # an op without double backward: fall through to forward mode
                 pass
-        with parametrize.cached():
-            return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
+        try:
+            with frozen_parametrizations(fn), torch.enable_grad(), math_attention():
+                return torch.func.jvp(fn, (x.detach(),), (t,))[1].reshape(b, -1)
+        except (RuntimeError, NotImplementedError) as e:
+            raise ValueError(f"lanczos needs Jacobian-vector products, but fn supports neither double backward nor "
+                             f"forward-mode AD ({e}); use method='exact'") from e
 
     def vj(u: torch.Tensor) -> torch.Tensor:
         (r,) = torch.autograd.grad(y, xr, u.reshape(out_shape), retain_graph=True)
@@ -137,6 +141,11 @@ def lanczos_singular_values(
     the k largest followed by the k smallest Ritz values (descending; the whole spectrum, ``complete``, when
     2k ≥ N or the Krylov space filled ℝᴺ), with ``info``: ``iterations``, ``residuals`` (B, 2k) bounds on
     |σ − θ|, ``converged`` (B,) and ``tol``."""
+    with frozen_parametrizations(fn):  # parametrised weights computed once for the whole call
+        return _lanczos(fn, x, k, tol, max_iter, seed, progress)
+
+
+def _lanczos(fn, x, k, tol, max_iter, seed, progress) -> SpectrumResult:
     n_in, m_out, _ = check_input(fn, x)
     big_n = min(n_in, m_out)
     if not isinstance(k, int) or k < 1 or k > big_n:

@@ -7,8 +7,8 @@ singular value of J_b be close to 1; the orthogonal-Jacobian paper (v1 §3) buil
 them are exactly 1. This module measures them, for any callable:
 
 ``method="exact"``
-    The dense J_b for every sample at once, ``torch.func.vmap`` of ``jacfwd`` (forward mode: n_in
-    tangents, chosen when n_in ≤ m_out) or ``jacrev`` (reverse mode: m_out cotangents), then
+    The dense J_b for every sample at once, ``torch.func.vmap`` of ``jacrev`` (reverse mode: m_out
+    cotangents) or ``jacfwd`` (forward mode: n_in tangents, chosen when n_in is much smaller), then
     ``torch.linalg.svdvals``. Cost ≈ min(n_in, m_out) passes, batched into one; memory B·m_out·n_in.
 ``method="lanczos"``
     Matrix-free Golub–Kahan–Lanczos bidiagonalisation (:mod:`.lanczos`): only products J v (JVP) and
@@ -23,16 +23,20 @@ BatchNorm in training mode violates this; put the model in ``eval()`` first).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["SpectrumResult", "jacobian_spectrum", "dense_jacobian", "check_input", "METHODS", "DEFAULT_K"]
+__all__ = ["SpectrumResult", "jacobian_spectrum", "dense_jacobian", "check_input", "choose_method",
+           "frozen_parametrizations", "math_attention", "METHODS", "DEFAULT_K"]
 
 METHODS = ("auto", "exact", "lanczos")
+FWD_OVERHEAD = 4
 DEFAULT_K = 8
 
 
@@ -123,18 +127,47 @@ def check_input(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
     return x[0].numel(), y[0].numel(), y.detach()
 
 
+@contextmanager
+def frozen_parametrizations(fn: Callable) -> Iterator[None]:
+    """``parametrize.cached()`` with every parametrised weight of ``fn`` (when it is a module) computed once
+    up front, outside any ``torch.func`` transform and without gradient tracking: inside the transforms the
+    weights are then constants (measured: a depth-100 limit-layer body's exact spectrum 5.9 s → 2.1 s CPU,
+    its Cayley-parametrised weights no longer differentiated through)."""
+    with parametrize.cached():
+        if isinstance(fn, nn.Module):
+            with torch.no_grad():
+                for m in fn.modules():
+                    if parametrize.is_parametrized(m):
+                        for name in list(m.parametrizations.keys()):
+                            getattr(m, name)
+        yield
+
+
+def math_attention() -> contextlib.AbstractContextManager:
+    """Scaled-dot-product attention on its MATH backend (plain differentiable ops: double backward and
+    vmap batching rules exist for them; the fused CPU/GPU kernels have neither)."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    except ImportError:  # pragma: no cover - older torch
+        return contextlib.nullcontext()
+
+
 def dense_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mode: str = "auto",
                    chunk_size: int | None = None) -> torch.Tensor:
     """Per-sample Jacobians J_b = ∂ vec fn(x)_b / ∂ vec x_b, shape (batch, m_out, n_in).
 
     ``mode``: ``"fwd"`` (``jacfwd``, cost ∝ n_in), ``"rev"`` (``jacrev``, cost ∝ m_out) or ``"auto"``
-    (the cheaper one). Each sample is passed to ``fn`` as a batch of one; parametrised weights
-    (``torch.nn.utils.parametrize``) are computed once for the whole call (``parametrize.cached``)."""
+    (``fwd`` only when n_in·:data:`FWD_OVERHEAD` < m_out: per column, vmapped forward mode measured 2–7×
+    slower than reverse mode on CPU for depth-300 width-128 bodies and a depth-50 width-784 tanh MLP).
+    Each sample is passed to ``fn`` as a batch of one; parametrised weights (``torch.nn.utils.parametrize``)
+    are computed once for the whole call (:func:`frozen_parametrizations`)."""
     n_in = x[0].numel()
     if mode == "auto":
         with torch.no_grad():
             m_out = fn(x[:1]).numel()
-        mode = "fwd" if n_in <= m_out else "rev"
+        mode = "fwd" if FWD_OVERHEAD * n_in < m_out else "rev"
     if mode not in ("fwd", "rev"):
         raise ValueError(f"mode must be 'auto', 'fwd' or 'rev', got {mode!r}")
 
@@ -143,9 +176,18 @@ def dense_jacobian(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, 
 
     jac = torch.func.jacfwd if mode == "fwd" else torch.func.jacrev
     kwargs = {"chunk_size": chunk_size} if chunk_size else {}
-    with torch.no_grad(), parametrize.cached():
+    with torch.no_grad(), frozen_parametrizations(fn), math_attention():
         j = torch.func.vmap(jac(single, **kwargs))(x.detach())
     return j.reshape(x.shape[0], -1, n_in)
+
+
+def choose_method(batch: int, n_in: int, m_out: int, itemsize: int, max_memory: float = 2 * 2**30,
+                  max_exact_dim: int = 4096) -> str:
+    """What ``method="auto"`` picks: ``"exact"`` when the dense Jacobians (batch·m_out·n_in numbers of
+    ``itemsize`` bytes) fit in ``max_memory`` bytes and min(n_in, m_out) ≤ ``max_exact_dim`` (the O(n³) SVD
+    stays cheap), else ``"lanczos"``."""
+    nbytes = batch * n_in * m_out * itemsize
+    return "exact" if nbytes <= max_memory and min(n_in, m_out) <= max_exact_dim else "lanczos"
 
 
 def _truncate(s: torch.Tensor, k: int | None) -> tuple[torch.Tensor, bool]:
@@ -182,7 +224,8 @@ def jacobian_spectrum(
             r = ‖(J q − θ u, Jᵀu − θ q)‖ ≤ tol·σ_max, which bounds |σ − θ| ≤ r for some singular value σ.
             Default 1e-10 for float64, 1e-5 for float32.
         max_iter: Lanczos iteration cap (default min(n, max(20k, 300)), n = min(n_in, m_out)).
-        max_memory: bytes the dense Jacobians may take for ``auto`` to choose ``exact``.
+        max_memory: bytes the dense Jacobians may take for ``auto`` to choose ``exact`` (on CUDA at most a
+            quarter of the free device memory).
         max_exact_dim: largest min(n_in, m_out) for which ``auto`` chooses ``exact``.
         mode: ``exact`` differentiation mode ``"fwd"``/``"rev"``/``"auto"``.
         chunk_size: ``exact``: at most this many tangents/cotangents per vectorised pass (saves memory).
@@ -194,13 +237,20 @@ def jacobian_spectrum(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    with frozen_parametrizations(fn):  # parametrised weights computed once for the whole call
+        return _spectrum(fn, x, method, k, tol, max_iter, max_memory, max_exact_dim, mode, chunk_size, seed,
+                         progress)
+
+
+def _spectrum(fn, x, method, k, tol, max_iter, max_memory, max_exact_dim, mode, chunk_size, seed, progress):
     n_in, m_out, _ = check_input(fn, x)
     n = min(n_in, m_out)
     if k is not None and (not isinstance(k, int) or k < 1 or k > n):
         raise ValueError(f"k must be an integer in [1, min(n_in, m_out)] = [1, {n}], got {k!r}")
     if method == "auto":
-        nbytes = x.shape[0] * n_in * m_out * x.element_size()
-        method = "exact" if nbytes <= max_memory and n <= max_exact_dim else "lanczos"
+        if x.device.type == "cuda":  # leave room for the SVD workspace and the transforms' intermediates
+            max_memory = min(max_memory, torch.cuda.mem_get_info(x.device)[0] / 4)
+        method = choose_method(x.shape[0], n_in, m_out, x.element_size(), max_memory, max_exact_dim)
     if method == "exact":
         j = dense_jacobian(fn, x, mode=mode, chunk_size=chunk_size)
         s = torch.linalg.svdvals(j.detach())

@@ -63,14 +63,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="auto", choices=("auto", "fashion-mnist", "gaussian"))
     p.add_argument("--csv", type=Path, default=CSV)
     p.add_argument("--figure", type=Path, default=FIGURE)
+    p.add_argument("--device", default="cpu", help="torch device for the measurements (e.g. cuda)")
+    p.add_argument("--plot-only", action="store_true", help="redraw the figure from the CSV without measuring")
 
 
 def measure(family: str, depth: int, width: int, seed: int, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """One row: spectrum of the body and gradient ratio of the whole classifier at initialisation."""
+    """One row: spectrum of the body and gradient ratio of the whole classifier at initialisation, measured
+    on the device of ``x`` and ``y``."""
     t0, w0 = time.process_time(), time.time()
-    model = create_model(family, x[0].numel(), 10, width=width, depth=depth, policy="init", seed=seed)
-    model = model.to(torch.float64)
-    rep = diagnose(model, x, y, method="exact")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # built in float64 (orthogonal to float64 precision; no cast)
+    try:
+        model = create_model(family, x[0].numel(), 10, width=width, depth=depth, policy="init", seed=seed)
+    finally:
+        torch.set_default_dtype(default)
+    rep = diagnose(model.to(x.device), x, y, method="exact")
     s = rep.pop("_spectrum").singular_values.double()
     rep.pop("_gradients")
     return {
@@ -129,23 +136,36 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
+def _title(width: int, batch: int, source: str, mode: str) -> str:
+    return (f"Jacobian spectrum of the body and gradient flow at initialisation versus depth (width {width}, "
+            f"float64, {batch} {source} samples, {mode} mode)")
+
+
 def run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads() if args.mode == "full" else 1))
+    if args.mode == "quick":
+        torch.set_num_threads(1)  # the quick mode's budget is stated for one thread per process
     mode = MODES[args.mode]
     batch = args.batch or mode["batch"]
     seeds = args.seeds or list(mode["seeds"])
     if batch < 1 or args.width < 2 or any(d < 1 for d in args.depths):
         raise ValueError("--batch ≥ 1, --width ≥ 2 and every depth ≥ 1 are required")
+    if args.plot_only:
+        this = [r for r in read_csv(args.csv) if r["mode"] == args.mode]
+        if not this:
+            raise ValueError(f"{args.csv} has no rows of mode {args.mode!r}; run without --plot-only first")
+        plot(this, args.figure, _title(args.width, int(this[0]["batch"]), this[0]["data"], args.mode))
+        print(f"wrote {args.figure}")
+        return 0
     x, y, source = load_batch(args.data, (1, 28, 28), 10, batch, seed=0)
-    x = x.to(torch.float64)
-    dev = device_name()
+    x, y = x.to(device=args.device, dtype=torch.float64), y.to(args.device)
+    dev = device_name(args.device)
     cpu0, wall0 = time.process_time(), time.time()
     labels = dict(FAMILIES)
     rows = []
     grid = [(f, d, s) for f in args.families for d in args.depths for s in seeds]
     for fam, depth, seed in tqdm(grid, desc="isometry", unit="model"):
         r = measure(fam, depth, args.width, seed, x, y)
-        r.update(mode=args.mode, label=labels[fam], data=source, device=dev)
+        r.update(mode=args.mode, label=labels[fam].replace("|x|", "abs x"), data=source, device=dev)  # no | in tables
         rows.append(r)
         tqdm.write(f"  {labels[fam]:>30} L={depth:<5} σ ∈ [{r['sigma_min']:.3g}, {r['sigma_max']:.3g}], "
                    f"median {r['sigma_median']:.3g}, grad ratio {r['grad_ratio']:.3g} ({r['cpu_seconds']} s CPU)")
@@ -162,7 +182,6 @@ def run(args: argparse.Namespace) -> int:
                           f"float64 round-off. Device of the last run: {dev}; it took {cpu:.0f} s CPU, "
                           f"{wall:.0f} s wall."))
     this = [r for r in read_csv(args.csv) if r["mode"] == args.mode]
-    plot(this, args.figure, f"Jacobian spectrum and gradient flow at initialisation versus depth (width "
-                            f"{args.width}, {batch} {source} samples, {args.mode} mode)")
+    plot(this, args.figure, _title(args.width, batch, source, args.mode))
     print(f"wrote {args.csv}, {md}, {args.figure}  ({cpu:.0f} s CPU, {wall:.0f} s wall, {dev})")
     return 0

@@ -112,6 +112,16 @@ register_body("mlp", lambda arch, in_shape, num_classes, width, depth, policy, s
     arch, math.prod(in_shape), num_classes, width, depth, policy, seed, **kw))
 
 
+def _register_conv_body() -> None:
+    from .convnet import create_convnet
+
+    register_body("conv", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_convnet(
+        arch, in_shape, num_classes, width, depth, policy, seed, **kw))
+
+
+_register_conv_body()
+
+
 # Persistent subspace orthogonality (docs/pso.md): one family per enforcement strategy, the subspace
 # dimension r a keyword (model.kwargs.r in configs; default n // 8, at least 1).
 def _pso(strategy: str) -> BlockBuilder:

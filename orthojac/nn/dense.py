@@ -78,7 +78,8 @@ class OrthoResidual(ClaimedModule):
         activation: ρ with slopes in {0, 1}: ``"relu"``, ``"relu_k"`` or a :class:`ReLUk` module.
         orthogonal: the policy for B, ``"init"`` or ``"exact"`` (:mod:`orthojac.nn.orthogonal`).
         orthogonal_init: ``"qr"``, ``"cayley"`` or ``"identity"``.
-        orthogonal_map: the exact policy's map, ``"cayley"``, ``"matrix_exp"`` or ``"householder"``.
+        orthogonal_map: the exact policy's map, ``"riemannian"`` (default: a plain weight retracted after every
+            optimiser step, see :mod:`orthojac.nn.orthogonal`), ``"cayley"``, ``"matrix_exp"`` or ``"householder"``.
         bias_init: ``"identity"`` (default: ρ's flat region, F = id while |Bx| ≤ bias_margin), ``"zero"``
             or a number.
         bias_margin: half-width of the pre-activation range that ``bias_init="identity"`` keeps flat.
@@ -96,7 +97,7 @@ class OrthoResidual(ClaimedModule):
         *,
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_init: str | float = "identity",
         bias_margin: float = 3.0,
         partial: bool = False,
@@ -168,7 +169,7 @@ class OrthoFeedforward(ClaimedModule):
         output_bias: bool = True,
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_init: str | float = "identity",
         bias_margin: float = 3.0,
         partial: bool = False,
@@ -340,7 +341,7 @@ class PersistentSubspace(ClaimedModule):
         activation: str | nn.Module = "relu",
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_margin: float = 3.0,
         complement_bias: float = 0.0,
         generator: torch.Generator | None = None,

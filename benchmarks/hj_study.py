@@ -1,0 +1,48 @@
+"""One Hamilton–Jacobi solve with overrides, one line of results: the command behind the sampling/optimizer
+comparisons quoted in docs/hj.md.
+
+    python benchmarks/hj_study.py CONFIG [iters=a,b,c,d] [key=value ...]
+
+CONFIG names a file of configs/hj/ (without .yaml); ``iters`` replaces the per-round step counts; the other
+arguments are ``--set`` overrides (e.g. optim.name=adam optim.lr=0.001 problem.options.sampling=mixed).
+Errors are measured on 2·10⁵ held-out volume-uniform points plus the origin. One thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import torch
+
+from orthojac.hj.config import load_hj_config, solve_config
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit(__doc__)
+    name, *rest = argv
+    iters = None
+    overrides = []
+    for o in rest:
+        if o.startswith("iters="):
+            iters = [int(v) for v in o[len("iters="):].split(",")]
+        else:
+            overrides.append(o)
+    cfg = load_hj_config(f"configs/hj/{name}.yaml", overrides)
+    if iters:
+        if len(iters) != len(cfg.solver.rounds):
+            raise SystemExit(f"iters: {len(iters)} values for {len(cfg.solver.rounds)} rounds")
+        for r, n in zip(cfg.solver.rounds, iters):
+            r.iterations = n
+    cfg.eval.points = 200_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _, _, res = solve_config(cfg, progress=False)
+    print(name, " ".join(rest), f"MSE {res.mse:.4g} max {res.max_err:.4g} cpu {res.cpu_seconds:.0f}s "
+          f"wall {res.seconds:.0f}s", "per round:", [f"{r.mse:.3g}" for r in res.rounds], flush=True)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1:])

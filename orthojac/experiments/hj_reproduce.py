@@ -1,0 +1,240 @@
+"""``orthojac reproduce hj [--quick|--full]``: the Hamilton–Jacobi experiments of arXiv 2406.10758
+(Esteve-Yagüe, Tsai, Massucco) with the least-squares Lax–Friedrichs solver (:mod:`orthojac.hj`).
+
+Writes ``results/hj.csv`` (one row per setting: problem, dim, arch, mse, max_err, seconds, runs, then
+mse_std, max_err_std — empty when runs = 1 — optimizer, sampling, iterations, cpu_seconds, the final
+mean-square scheme residual, the authors' numbers where they exist, feedback-trajectory time against the
+predicted value for the control problems, mode, device), ``results/hj.md`` generated from it, and one figure
+per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
+
+``--quick`` (≈ 4 CPU-minutes on one idle thread): the 2-D square exactly as the authors (5 rounds, SGD)
+but 3 runs instead of 10, plus Adam (3 runs) and an OrthoResidual body (1 run); the d = 5 cube with the
+authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
+schedule but 3–6× fewer steps (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
+with the authors' schedule; Reeds–Shepp and the two-car game with 600 steps per round and 300 points
+instead of 3000 steps and 800–1200 points (qualitative only). ``--full``: the authors' run counts and
+schedules (SGD) next to Adam, volume-uniform sampling for the ball, the d = 5 annulus and d = 5
+time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when available).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+COLUMNS = ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs", "mse_std", "max_err_std", "optimizer",
+           "sampling", "iterations", "cpu_seconds", "residual", "authors_mse", "authors_max_err", "traj_time",
+           "traj_value", "setting", "mode", "device"]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One row of the table: a config file of ``configs/hj/`` with overrides, run ``runs`` times."""
+
+    config: str
+    runs: int = 1
+    overrides: tuple[str, ...] = ()
+    iterations: tuple[int, ...] | None = None  # per-round steps (None: the config's)
+    points: int | None = None  # interior points per step in every round (None: the config's)
+    setting: str = "authors"
+    authors: tuple[float, float] | None = None  # the authors' (MSE, E_∞) for this setting
+    figure: bool = True
+
+
+ADAM = ("optim.name=adam", "optim.lr=0.001")
+ORTHO = ("model.arch=ortho_residual_relu", "model.width=20", "model.depth=4", "optim.name=adam", "optim.lr=0.003")
+
+QUICK: tuple[Spec, ...] = (
+    Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
+    Spec("eikonal_square", 3, ADAM, setting="adam"),
+    Spec("eikonal_square", 1, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_cube5", 1, authors=(0.007979, 0.509)),
+    Spec("eikonal_cube8", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
+         authors=(0.016435, 0.654)),
+    Spec("eikonal_ball10", 1, iterations=(2000, 2000, 3000, 3000), setting="authors, fewer steps",
+         authors=(0.009513, 0.604)),
+    Spec("eikonal_annulus10", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
+         authors=(0.005379, 0.383)),
+    Spec("time_dependent", 1),
+    Spec("reeds_shepp", 1, iterations=(600, 600, 600), points=300, setting="fewer steps"),
+    Spec("pursuit_evasion", 1, iterations=(600, 600, 600), points=300, setting="fewer steps"),
+)
+
+_UP = ("model.widths=[128,128,64]",)
+FULL: tuple[Spec, ...] = (
+    Spec("eikonal_square", 10, authors=(1.5e-5, 0.0127)),
+    Spec("eikonal_square", 10, ADAM, setting="adam"),
+    Spec("eikonal_square", 10, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_cube5", 5, authors=(0.007979, 0.509)),
+    Spec("eikonal_cube5", 5, ADAM, setting="adam"),
+    Spec("eikonal_cube8", 5, authors=(0.016435, 0.654)),
+    Spec("eikonal_cube8", 5, ADAM, setting="adam"),
+    Spec("eikonal_ball10", 5, authors=(0.009513, 0.604)),
+    Spec("eikonal_ball10", 5, ("problem.options.sampling=uniform",), setting="authors, volume-uniform",
+         authors=(0.007021, 2.318)),
+    Spec("eikonal_ball10", 5, ADAM, setting="adam"),
+    Spec("eikonal_annulus10", 5, ("problem.dim=5", "model.widths=[40,40,30]"), iterations=(3000, 5000, 8000, 12000),
+         authors=(0.002166, 0.259)),
+    Spec("eikonal_annulus10", 5, authors=(0.005379, 0.383)),
+    Spec("eikonal_annulus10", 5, ADAM, setting="adam"),
+    Spec("time_dependent", 5),
+    Spec("time_dependent", 5, ("problem.dim=5", "model.widths=[60,50,40]"), setting="authors (d = 5)"),
+    Spec("reeds_shepp", 1),
+    Spec("pursuit_evasion", 1),
+    *(Spec(c, 3, (f"problem.dim={d}", *_UP, *ADAM), iterations=(10000, 10000, 20000, 20000),
+           setting=f"adam, d = {d}")
+      for d in (20, 50) for c in ("eikonal_cube8", "eikonal_ball10", "eikonal_annulus10")),
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="results/hj.csv", help="CSV path (Markdown next to it)")
+    p.add_argument("--figures", default="docs/figures", help="figure directory ('' for none)")
+    p.add_argument("--only", default="", help="comma-separated config names to run (default: all of the mode)")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: CUDA when available)")
+    p.add_argument("--progress", action="store_true", help="progress bar per run")
+
+
+def _stats(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if math.isfinite(x)]
+    if not xs:
+        return float("nan"), float("nan")
+    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else float("nan"))
+
+
+def _cell(v: float) -> float | str:
+    return "" if not math.isfinite(v) else v
+
+
+def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
+    from ..hj import arch_label
+    from ..hj.config import load_hj_config, solve_config
+    from ..hj.control import trajectory
+    from ..hj.plots import default_starts, plot_solution
+    from .common import device_name
+
+    cfg = load_hj_config(Path("configs/hj") / f"{spec.config}.yaml", [*spec.overrides, f"runs={spec.runs}",
+                                                                      f"device={device}"])
+    if spec.iterations is not None:
+        if len(spec.iterations) != len(cfg.solver.rounds):
+            raise ValueError(f"{spec.config}: {len(spec.iterations)} iteration counts for "
+                             f"{len(cfg.solver.rounds)} rounds")
+        for r, n in zip(cfg.solver.rounds, spec.iterations):
+            r.iterations = n
+    if spec.points is not None:
+        for r in cfg.solver.rounds:
+            r.points = spec.points
+    mses, maxes, secs, cpus, resid, tt, tv = [], [], [], [], [], [], []
+    problem = net = None
+    for run in range(spec.runs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # α below the Lipschitz bound in late rounds is the authors' choice
+            problem, net, res = solve_config(cfg, run, progress=progress, eval_rounds=False)
+        mses.append(res.mse)
+        maxes.append(res.max_err)
+        secs.append(res.seconds)
+        cpus.append(res.cpu_seconds)
+        resid.append(res.rounds[-1].residual)
+        if problem.name in ("reeds_shepp", "pursuit_evasion"):
+            tr = trajectory(net.to("cpu"), problem, default_starts(problem)[0])
+            tt.append(tr["time"])
+            tv.append(tr["value"])
+        if run == 0 and figures:
+            tag = "_".join([spec.config, str(cfg.dim), spec.setting.split(",")[0].replace(" ", "-"), mode])
+            plot_solution(problem, net, Path(figures) / f"hj_{tag}.png",
+                          title=f"{problem.describe()}, {spec.setting}: MSE {res.mse:.3g}, E∞ {res.max_err:.3g}"
+                          if problem.has_exact else f"{problem.describe()}, {spec.setting}")
+    m = cfg.model
+    sampling = cfg.problem.options.get("sampling", "radial" if problem.name in ("eikonal_ball", "eikonal_annulus")
+                                       else "uniform")
+    mse, mse_std = _stats(mses)
+    mx, mx_std = _stats(maxes)
+    return {
+        "problem": problem.name, "dim": cfg.dim,
+        "arch": arch_label(m.arch, m.widths, m.width, m.depth, m.policy, bool(problem.periodic), m.n_freq),
+        "mse": _cell(mse), "max_err": _cell(mx), "seconds": round(statistics.mean(secs), 2), "runs": spec.runs,
+        "mse_std": _cell(mse_std), "max_err_std": _cell(mx_std), "optimizer": f"{cfg.optim.name}(lr={cfg.optim.lr:g})",
+        "sampling": sampling, "iterations": "+".join(str(r.iterations) for r in cfg.solver.rounds),
+        "cpu_seconds": round(statistics.mean(cpus), 2), "residual": _stats(resid)[0],
+        "authors_mse": spec.authors[0] if spec.authors else "",
+        "authors_max_err": spec.authors[1] if spec.authors else "",
+        "traj_time": round(statistics.mean(tt), 3) if tt else "",
+        "traj_value": round(statistics.mean(tv), 3) if tv else "",
+        "setting": spec.setting, "mode": mode, "device": device_name(cfg.torch_device()),
+    }
+
+
+def write_markdown(csv_path: Path, md_path: Path) -> Path:
+    """results/hj.md from the CSV (mean ± std over runs where runs > 1)."""
+    from .common import _fmt, read_csv
+
+    def num(r: dict, k: str) -> str:
+        v = r.get(k, "")
+        if v in ("", "nan"):
+            return "–"
+        s = _fmt(float(v))
+        sd = r.get(k + "_std", "")
+        return f"{s} ± {_fmt(float(sd))}" if sd not in ("", "nan", None) else s
+
+    rows = read_csv(csv_path)
+    head = ["mode", "problem", "dim", "arch", "setting", "optimizer", "iterations", "MSE", "E∞", "authors MSE",
+            "authors E∞", "residual", "traj time / u(x₀)", "s/run (wall)", "CPU s/run", "runs"]
+    lines = ["# Hamilton–Jacobi: least-squares Lax–Friedrichs solver (arXiv 2406.10758)", "",
+             f"_Generated from `{csv_path.as_posix()}` by `orthojac reproduce hj`; do not edit by hand._", "",
+             "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ in 2-D, 10⁶ otherwise, quick: "
+             "2·10⁵) plus the origin; `residual` = mean-square scheme residual over the last 10% of steps; for the "
+             "car problems, `traj time / u(x₀)` compares the time the feedback trajectory from the authors' start "
+             "point takes with the value the network predicts there. Devices: "
+             + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        traj = f"{r['traj_time']} / {r['traj_value']}" if r.get("traj_time") else "–"
+        lines.append("| " + " | ".join([
+            r["mode"], r["problem"], r["dim"], r["arch"], r["setting"], r["optimizer"], r["iterations"],
+            num(r, "mse"), num(r, "max_err"), r["authors_mse"] or "–", r["authors_max_err"] or "–",
+            _fmt(float(r["residual"])) if r.get("residual") not in ("", "nan", None) else "–", traj,
+            r["seconds"], r["cpu_seconds"], r["runs"]]) + " |")
+    md_path.write_text("\n".join(lines) + "\n")
+    return md_path
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .common import append_csv
+
+    torch.set_num_threads(1)
+    specs = QUICK if args.mode == "quick" else FULL
+    if args.only:
+        wanted = {s.strip() for s in args.only.split(",")}
+        known = {s.config for s in specs}
+        if not wanted <= known:
+            raise ValueError(f"--only: unknown {sorted(wanted - known)}; choose from {sorted(known)}")
+        specs = tuple(s for s in specs if s.config in wanted)
+    out = Path(args.out)
+    rows = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i, spec in enumerate(specs, 1):
+        row = run_spec(spec, args.mode, args.device, args.figures, args.progress)
+        rows.append(row)
+        nums = " ".join(f"{k}={row[k]:.4g}" for k in ("mse", "max_err", "residual") if isinstance(row[k], float))
+        print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: {nums} "
+              f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
+    replace = {"mode": args.mode} if not args.only else None
+    if args.only:  # keep this mode's other rows
+        from .common import read_csv, write_csv
+
+        old = read_csv(out) if out.exists() else []
+        keys = {(r["problem"], str(r["dim"]), r["arch"], r["setting"], r["mode"]) for r in rows}
+        old = [r for r in old if (r["problem"], r["dim"], r["arch"], r["setting"], r["mode"]) not in keys]
+        write_csv([*old, *rows], out, COLUMNS)
+    else:
+        append_csv(rows, out, COLUMNS, replace_where=replace)
+    md = write_markdown(out, out.with_suffix(".md"))
+    print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU; wrote {out} and {md}")
+    return 0

@@ -1,0 +1,195 @@
+r"""The least-squares Lax–Friedrichs solver (arXiv 2406.10758, Sec. 2; notes §2.3–2.5).
+
+Loss, with interior points x_k and boundary (or t = 0) points y_l re-sampled at EVERY step:
+
+    L(θ) = (1/N) Σ_k R_δ[u_θ](x_k)²  +  λ (1/N_b) Σ_l w_l (u_θ(y_l) − g(y_l))²
+
+(R_δ the scheme residual of :mod:`orthojac.hj.schemes`, w_l per-point boundary weights, e.g. 2 on the
+Reeds–Shepp target). With uniform x_k this is an unbiased estimate of the mean-square residual over Ω, i.e.
+the average of the grid least-squares functionals over all shifted grids x₀ + δZ^d — no grid is ever built.
+Training runs in rounds of fixed (δ, α, N, N_b, iterations), the network carried over while δ and α shrink
+(continuation). The optimiser (SGD with momentum as the authors, or Adam) persists across rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .problems import Problem
+from .schemes import check_monotonicity, stencil_values
+
+__all__ = ["Round", "RoundResult", "SolveResult", "solve", "evaluate", "loss_terms"]
+
+
+@dataclass
+class Round:
+    """One continuation round: stencil δ, viscosity α, interior/boundary points per step, steps; δ_t for
+    time-dependent problems; an optional learning rate for this round (else the solver's)."""
+
+    delta: float
+    alpha: float
+    points: int
+    boundary_points: int
+    iterations: int
+    delta_t: float | None = None
+    lr: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.delta > 0:
+            raise ValueError(f"round delta must be > 0, got {self.delta}")
+        if self.alpha < 0:
+            raise ValueError(f"round alpha must be ≥ 0, got {self.alpha}")
+        if self.points < 1 or self.boundary_points < 0 or self.iterations < 0:
+            raise ValueError(f"round needs points ≥ 1, boundary_points ≥ 0, iterations ≥ 0; got {self}")
+
+
+@dataclass
+class RoundResult:
+    round: int
+    delta: float
+    alpha: float
+    iterations: int
+    loss: float          # mean total loss over the last 10% of the round's steps
+    residual: float      # mean-square scheme residual over those steps
+    boundary: float      # mean-square boundary misfit over those steps
+    lipschitz: float     # max_i |∂H/∂p_i| on the sampled range at the round's start (monotone iff α ≥ it)
+    mse: float = float("nan")
+    max_err: float = float("nan")
+    seconds: float = 0.0
+
+
+@dataclass
+class SolveResult:
+    rounds: list[RoundResult] = field(default_factory=list)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    mse: float = float("nan")
+    max_err: float = float("nan")
+    stopped: str = ""
+
+    def as_dict(self) -> dict:
+        return {"mse": self.mse, "max_err": self.max_err, "seconds": self.seconds, "cpu_seconds": self.cpu_seconds,
+                "stopped": self.stopped, "rounds": [asdict(r) for r in self.rounds]}
+
+
+def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torch.Generator,
+               device: torch.device | str = "cpu"
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, mean R², mean boundary misfit, interior points, central differences p) for one fresh sample
+    (drawn on the CPU by ``g``, so a seed gives the same points on every device, then moved to ``device``)."""
+    x = problem.sample_interior(rnd.points, rnd.delta, g, rnd.delta_t).to(device)
+    r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t)
+    res = (r * r).mean()
+    if rnd.boundary_points and lam:
+        y, gv, w = (t.to(device) for t in problem.sample_boundary(rnd.boundary_points, g))
+        bnd = (w * (net(y) - gv) ** 2).mean()
+    else:
+        bnd = torch.zeros((), dtype=res.dtype, device=res.device)
+    return res + lam * bnd, res, bnd, x, p
+
+
+@torch.no_grad()
+def evaluate(problem: Problem, net: nn.Module, points: int = 100_000, seed: int = 0,
+             chunk: int = 65_536) -> tuple[float, float]:
+    """(MSE, E_∞) = (mean (u − u_θ)², max |u − u_θ|) over ``points`` held-out volume-uniform test points
+    (the origin included), as the authors' ``error_test``. (nan, nan) without a closed-form solution."""
+    if not problem.has_exact:
+        return float("nan"), float("nan")
+    g = torch.Generator().manual_seed(10_000 + seed)
+    x = problem.sample_test(points, g)
+    device = next(net.parameters()).device
+    se, mx = 0.0, 0.0
+    for xc in x.split(chunk):
+        xc = xc.to(device)
+        e = net(xc).double() - problem.exact(xc.double())
+        se += float((e * e).sum())
+        mx = max(mx, float(e.abs().max()))
+    return se / len(x), mx
+
+
+def _sampled_lipschitz(problem: Problem, rnd: Round, x: torch.Tensor, p: torch.Tensor,
+                       on_violation: str, context: str) -> float:
+    """Monotonicity check on the sampled range: the network's central differences at the round's first
+    sample, joined by the exact solution's (same stencil) when one is known."""
+    xs, ps = [x], [p]
+    if problem.has_exact:
+        dims = problem.stencil_dims
+        d = torch.full((len(dims),), rnd.delta, dtype=x.dtype, device=x.device)
+        _, up, dn, _ = stencil_values(problem.exact, x, d, dims, problem.periodic)
+        xs.append(x)
+        ps.append((up - dn) / (2 * d))
+    xs, ps = [t.cpu() for t in xs], [t.cpu() for t in ps]
+    return check_monotonicity(problem.hamiltonian, rnd.alpha, torch.cat(xs), torch.cat(ps).detach(), on_violation,
+                              context)
+
+
+def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimizer: str = "sgd", lr: float = 0.02,
+          momentum: float = 0.2, lam: float = 1.0, seed: int = 0, monotonicity: str = "warn",
+          eval_points: int = 100_000, eval_rounds: bool = True, progress: bool = True,
+          desc: str | None = None, device: torch.device | str | None = None) -> SolveResult:
+    """Train ``net`` on ``problem`` through the continuation ``rounds`` (module docstring). The sampling is
+    driven by a generator seeded with ``seed``; the network's initialisation is the caller's. Errors against
+    the exact solution are measured after each round (``eval_rounds``) and at the end. ``device``: where
+    to train (default: where the network's parameters are; the network is moved there)."""
+    if optimizer not in ("sgd", "adam"):
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if not rounds:
+        raise ValueError("need at least one round")
+    g = torch.Generator().manual_seed(seed)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    net.to(device)
+    params = [q for q in net.parameters() if q.requires_grad]
+    opt = (torch.optim.SGD(params, lr=lr, momentum=momentum) if optimizer == "sgd"
+           else torch.optim.Adam(params, lr=lr))
+    out = SolveResult()
+    t0, c0 = time.perf_counter(), time.process_time()
+    total = sum(r.iterations for r in rounds)
+    bar = tqdm(total=total, desc=desc or problem.describe(), disable=not progress, leave=False, mininterval=1.0)
+    net.train()
+    for i, rnd in enumerate(rounds, 1):
+        for group in opt.param_groups:
+            group["lr"] = rnd.lr if rnd.lr is not None else lr
+        tr = time.perf_counter()
+        tail = max(1, rnd.iterations // 10)
+        acc = torch.zeros(3, dtype=torch.float64)
+        lip = float("nan")
+        for it in range(rnd.iterations):
+            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device)
+            if it == 0:
+                lip = _sampled_lipschitz(problem, rnd, x, p, monotonicity,
+                                         f"{problem.name} round {i} (δ = {rnd.delta:g})")
+            if not torch.isfinite(loss):
+                out.stopped = f"non-finite loss in round {i}, step {it}"
+                break
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if it >= rnd.iterations - tail:
+                acc += torch.stack([loss.detach(), res.detach(), bnd.detach()]).double().cpu()
+            if it % 50 == 0:
+                bar.set_postfix(round=i, loss=f"{loss.item():.2e}", refresh=False)
+            bar.update(1)
+        acc /= tail
+        rr = RoundResult(i, rnd.delta, rnd.alpha, rnd.iterations, *acc.tolist(), lipschitz=lip)
+        if eval_rounds or i == len(rounds):
+            net.eval()
+            rr.mse, rr.max_err = evaluate(problem, net, eval_points, seed)
+            net.train()
+        rr.seconds = time.perf_counter() - tr
+        out.rounds.append(rr)
+        if out.stopped:
+            break
+    bar.close()
+    net.eval()
+    out.seconds, out.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+    out.mse, out.max_err = out.rounds[-1].mse, out.rounds[-1].max_err
+    if not math.isfinite(out.rounds[-1].loss) and not out.stopped:
+        out.stopped = "non-finite loss"
+    return out

@@ -1,0 +1,310 @@
+"""Tests of orthojac.hj (arXiv 2406.10758): the scheme's consistency on exact solutions, its monotonicity
+condition (checked against jacrev), samplers, ansatz networks, the solver, configs and the CLI."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from orthojac.hj import (
+    MonotonicityWarning,
+    QuadraticEikonal,
+    ReedsShepp,
+    Round,
+    build_ansatz,
+    check_monotonicity,
+    evaluate,
+    fd_residual,
+    lax_friedrichs,
+    make_problem,
+    solve,
+)
+from orthojac.hj import sampling as S
+from orthojac.hj.config import ConfigError, parse_hj_config
+from orthojac.hj.control import eikonal_trajectory
+from orthojac.hj.solver import loss_terms
+
+D64 = torch.float64
+
+
+class Exact(nn.Module):
+    """A problem's exact solution as a network."""
+
+    def __init__(self, problem) -> None:
+        super().__init__()
+        self.problem = problem
+
+    def forward(self, x):
+        return self.problem.exact(x)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- consistency on exact solutions
+def test_square_exact_solution_solves_scheme_away_from_kinks():
+    """u = 3 − ‖x‖_∞ is piecewise linear: at points farther than δ from the kinks (|x₁| = |x₂|) every
+    central difference is exact and the LxF diffusion vanishes, so R_δ[u] = 0 up to rounding."""
+    p = make_problem("eikonal_square")
+    x = S.cube(4000, 2, 2.9, _gen()).to(D64)
+    delta = 0.05
+    far = ((x[:, 0].abs() - x[:, 1].abs()).abs() > 2.5 * delta) & (x.abs().amax(1) > 2 * delta)
+    r, pc = fd_residual(p.exact, x[far], p.hamiltonian, p.f, delta, 1.0, p.stencil_dims)
+    assert far.sum() > 3000
+    assert r.abs().max() < 1e-12
+    assert torch.allclose(pc.abs().amax(1), torch.ones(len(pc), dtype=D64))
+    # near the kinks the residual is O(1)·α: the diffusion is what selects the viscosity solution
+    r_all, _ = fd_residual(p.exact, x, p.hamiltonian, p.f, delta, 1.0, p.stencil_dims)
+    assert r_all.abs().max() > 0.1
+
+
+@pytest.mark.parametrize("d", [3, 6])
+def test_ball_exact_solution_residual_is_first_order_with_known_constant(d):
+    """u = R − |x|: D^c u = −x/|x| + O(δ²) and Σ_i A_i u = −(δ/2)(d − 1)/|x| + O(δ³), so
+    R_δ[u](x) = α δ (d − 1)/(2|x|) + O(δ²): first-order consistency with this leading coefficient."""
+    p = make_problem("eikonal_ball", dim=d)
+    x = S.shell(500, d, 1.0, 5.0, _gen(1), "uniform").to(D64)
+    alpha = 2.0
+    lead = alpha * (d - 1) / (2 * x.norm(dim=1))
+    errs = []
+    for delta in (0.04, 0.02, 0.01):
+        r, _ = fd_residual(p.exact, x, p.hamiltonian, p.f, delta, alpha, p.stencil_dims)
+        errs.append(float((r / delta - lead).abs().max()))
+    assert errs[0] < 0.05
+    assert errs[1] < errs[0] / 1.8 and errs[2] < errs[1] / 1.8  # the remainder is O(δ)
+
+
+def test_annulus_and_time_dependent_exact_solutions_are_consistent():
+    ann = make_problem("eikonal_annulus", dim=4)
+    x = ann.sample_interior(400, 0.3, _gen(2)).to(D64)
+    x = x[(x.norm(dim=1) - 4).abs() > 0.1]  # away from the kink at r = 4
+    r1, _ = fd_residual(ann.exact, x, ann.hamiltonian, ann.f, 0.02, 2.0, ann.stencil_dims)
+    r2, _ = fd_residual(ann.exact, x, ann.hamiltonian, ann.f, 0.01, 2.0, ann.stencil_dims)
+    assert r1.abs().max() < 0.1 and r2.abs().max() < 0.55 * r1.abs().max()
+    td = make_problem("time_dependent", dim=3)
+    x = td.sample_interior(400, 0.1, _gen(3), delta_t=0.01).to(D64)
+    res = []
+    for k in (1, 2, 4):
+        r, _ = td.residual(td.exact, x, 0.1 / k, 1.0, delta_t=0.01 / k)
+        res.append(float(r.abs().max()))
+    assert res[0] < 0.3 and res[1] < 0.55 * res[0] and res[2] < 0.55 * res[1]
+
+
+def test_riccati_closed_form():
+    """P_i(t) = tan(arctan a_i − t) solves P' = −P² − 1; the authors' check values at t = 0.5; and
+    u = ½(xᵀPx − 1) solves u_t + ½|∇u|² = −½|x|² (autograd, float64)."""
+    td = make_problem("time_dependent", dim=2)
+    p = td.riccati(torch.tensor([0.5], dtype=D64))[0]
+    assert abs(float(p[1]) - 0.2934) < 1e-4 and abs(float(p[0]) + 0.3553) < 1e-4
+    x = td.sample_test(50, _gen(4)).to(D64)
+    jac = torch.func.vmap(torch.func.jacrev(lambda z: td.exact(z.unsqueeze(0))[0]))(x)
+    pde = jac[:, 0] + 0.5 * (jac[:, 1:] ** 2).sum(1) + 0.5 * (x[:, 1:] ** 2).sum(1)
+    assert pde.abs().max() < 1e-10
+
+
+def test_incompatible_boundary_value_function():
+    p = make_problem("incompatible_boundary")
+    u = p.exact(torch.tensor([[0.0, 0.0], [-2.9, 0.0], [2.9, 0.0]]))
+    assert torch.allclose(u, torch.tensor([3.0, 3.0, 3.0]), atol=1e-3)
+    y, g, _ = p.sample_boundary(200, _gen())
+    assert (p.exact(y) <= g + 2e-3).all()  # never above the data (up to the reference spacing 6/2000)
+    assert (p.exact(y) < g - 0.5).any()  # and is strictly below it where g is steeper than 1
+
+
+# ---------------------------------------------------------------- monotonicity
+@pytest.mark.parametrize("alpha,monotone", [(2.5, True), (2.0, True), (1.0, False)])
+def test_monotonicity_condition_matches_jacobian_signs(alpha, monotone):
+    """Ĥ is non-increasing in every neighbour value u(x ± δe_i) iff α ≥ max_i |∂H/∂p_i|; for |p|² with
+    |p_i| ≤ 1 the bound is 2. Checked on the Jacobian of Ĥ w.r.t. the stencil values (jacrev, float64)."""
+    H = QuadraticEikonal()
+    x = torch.zeros(1, 2, dtype=D64)
+    delta = torch.tensor([0.1, 0.1], dtype=D64)
+    worst = torch.tensor([[1.0, 0.0]], dtype=D64)  # central difference p = (1, 0)
+    u0 = torch.zeros(1, dtype=D64)
+    up, dn = delta * worst, -delta * worst
+
+    def hhat(v):
+        return lax_friedrichs(H, x, u0, v[:2].unsqueeze(0), v[2:].unsqueeze(0), delta, alpha)[0][0]
+
+    jac = torch.func.jacrev(hhat)(torch.cat([up[0], dn[0]]))
+    assert bool((jac <= 1e-12).all()) == monotone
+    lip = check_monotonicity(H, alpha, x, worst, on_violation="off" if not monotone else "error")
+    assert math.isnan(lip) or lip == pytest.approx(2.0)
+
+
+def test_check_monotonicity_warns_and_errors():
+    H = QuadraticEikonal()
+    x = torch.zeros(5, 2)
+    p = torch.tensor([[1.0, 0.0]] * 5)
+    assert check_monotonicity(H, 2.5, x, p, "error") == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="not monotone"):
+        check_monotonicity(H, 0.5, x, p, "error", context="round 4")
+    with pytest.warns(MonotonicityWarning, match="α ≥ 2"):
+        check_monotonicity(H, 0.5, x, p, "warn")
+    with pytest.raises(ValueError, match="no viscosity"):
+        check_monotonicity(H, 100.0, x, torch.full((5, 2), float("inf")), "error")
+    with pytest.raises(ValueError, match="on_violation"):
+        check_monotonicity(H, 1.0, x, p, "sometimes")
+
+
+def test_hamiltonian_p_derivatives_analytic():
+    p = torch.randn(20, 3, dtype=D64)
+    x = torch.rand(20, 3, dtype=D64) * 6
+    assert torch.allclose(QuadraticEikonal(0.5).p_derivatives(x, p), p.abs())
+    rs = ReedsShepp(rho=0.5).p_derivatives(x, p)
+    assert torch.allclose(rs[:, 0], x[:, 2].cos().abs()) and torch.allclose(rs[:, 2], torch.full((20,), 2.0, dtype=D64))
+    with pytest.raises(ValueError, match="rho"):
+        ReedsShepp(rho=0.0)
+
+
+# ---------------------------------------------------------------- sampling
+def test_samplers_support_and_distributions():
+    g = _gen(5)
+    f = S.cube_faces(3000, 4, 3.0, g)
+    assert torch.allclose(f.abs().amax(1), torch.full((3000,), 3.0))
+    face_counts = torch.bincount(f.abs().argmax(1), minlength=4).float() / 3000
+    assert (face_counts - 0.25).abs().max() < 0.04
+    sph = S.sphere(2000, 5, 2.0, g)
+    assert torch.allclose(sph.norm(dim=1), torch.full((2000,), 2.0), atol=1e-5) and sph.mean(0).abs().max() < 0.1
+    n = 20000
+    rad = S.shell(n, 10, 1.0, 5.0, g, "radial").norm(dim=1)
+    assert rad.min() >= 1.0 and rad.max() <= 5.0 and abs(float(rad.mean()) - 3.0) < 0.05
+    vol = S.shell(n, 10, 0.0, 6.0, g, "uniform").norm(dim=1).double()
+    for q in (3.0, 5.0, 5.7):  # CDF (r/6)^10 of the volume-uniform radius
+        assert abs(float((vol < q).double().mean()) - (q / 6) ** 10) < 0.012
+    _, which = S.spheres(n, 3, (2.0, 6.0), (2.0, 6.0), g)
+    assert abs(float(which.double().mean()) - 0.75) < 0.015
+    with pytest.raises(ValueError, match="sampling"):
+        S.shell(5, 2, 0.0, 1.0, g, "gaussian")
+
+
+def test_problem_samples_keep_stencils_inside():
+    delta = 0.3
+    ann = make_problem("eikonal_annulus", dim=6)
+    r = ann.sample_interior(2000, delta, _gen(6)).norm(dim=1)
+    assert r.min() >= 2 + delta - 1e-5 and r.max() <= 6 - delta + 1e-5
+    mixed = make_problem("eikonal_annulus", dim=6, near_boundary=0.5, band=0.5)
+    r = mixed.sample_interior(2000, delta, _gen(6)).norm(dim=1)
+    assert float(((r < 2.8) | (r > 5.2)).float().mean()) > 0.5
+    ball = make_problem("eikonal_ball", dim=10)
+    t = ball.sample_test(1000, _gen(7))
+    assert float(t[0].norm()) == 0.0 and t.norm(dim=1).max() <= 6.0 + 1e-5
+    td = make_problem("time_dependent", dim=2)
+    x = td.sample_interior(1000, 0.2, _gen(8), delta_t=0.05)
+    assert x[:, 0].max() <= 0.45 + 1e-6 and x[:, 1:].abs().max() <= 2.8 + 1e-6
+    with pytest.raises(ValueError, match="unknown problem"):
+        make_problem("eikonal_torus")
+    with pytest.raises(ValueError, match="dim"):
+        make_problem("reeds_shepp", dim=4)
+
+
+# ---------------------------------------------------------------- networks
+def test_fourier_network_is_periodic_and_families_build():
+    net = build_ansatz(4, "mlp", [16], periodic=(2, 3), n_freq=3, seed=1)
+    x = torch.rand(10, 4) * 6
+    shifted = x.clone()
+    shifted[:, 2] += 2 * math.pi
+    shifted[:, 3] -= 4 * math.pi
+    assert torch.allclose(net(x), net(shifted), atol=1e-4)
+    assert net.n_basis == 49
+    ortho = build_ansatz(3, "ortho_residual_relu", width=8, depth=3, seed=0)
+    assert ortho(torch.rand(7, 3)).shape == (7,)
+    with pytest.raises(ValueError, match="unknown arch"):
+        build_ansatz(2, "transformer")
+
+
+# ---------------------------------------------------------------- solver
+def test_tiny_solve_decreases_loss_and_error():
+    torch.manual_seed(0)
+    p = make_problem("eikonal_square")
+    net = build_ansatz(2, "mlp", [20], seed=0)
+    rnd = Round(0.5, 2.0, 60, 20, 300)
+    with torch.no_grad():
+        before = float(loss_terms(p, net, Round(0.5, 2.0, 4000, 1000, 1), 1.0, _gen(99))[0])
+    mse0, _ = evaluate(p, net, 5000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MonotonicityWarning)
+        out = solve(p, net, [Round(0.75, 2.5, 60, 20, 300), rnd], seed=0, eval_points=5000, progress=False)
+    with torch.no_grad():
+        after = float(loss_terms(p, net, Round(0.5, 2.0, 4000, 1000, 1), 1.0, _gen(99))[0])
+    assert after < 0.3 * before
+    assert out.mse < 0.2 * mse0 and len(out.rounds) == 2 and out.rounds[-1].mse == out.mse
+    with pytest.raises(ValueError, match="monotone"):
+        solve(p, net, [Round(0.5, 0.5, 60, 20, 2)], monotonicity="error", progress=False)
+
+
+def test_feedback_trajectory_time_matches_value():
+    """Along ẋ = −∇u/|∇u| for u = R − |x| the time to the boundary equals u(x₀)."""
+    p = make_problem("eikonal_ball", dim=3)
+    tr = eikonal_trajectory(Exact(p), p, torch.tensor([1.0, 2.0, -1.0]), dt=0.01)
+    assert tr["reached"] and abs(tr["time"] - tr["value"]) < 0.02
+
+
+# ---------------------------------------------------------------- configs and CLI
+def _cfg(**over):
+    data = {"problem": {"name": "eikonal_square"},
+            "solver": {"rounds": [{"delta": 0.5, "alpha": 2.0, "points": 20, "boundary_points": 8, "iterations": 20}]},
+            "eval": {"points": 500}}
+    for k, v in over.items():
+        data[k] = v
+    return data
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"problme": {}}, "problme: unknown key"),
+    ({"problem": {"name": "eikonal_torus"}}, "unknown problem"),
+    ({"problem": {"name": "time_dependent"}}, "delta_t"),
+    ({"model": {"arch": "transformer"}}, "unknown arch"),
+    ({"optim": {"name": "lbfgs"}}, "optim.name"),
+    ({"solver": {"rounds": [{"delta": -1, "alpha": 1, "points": 1, "boundary_points": 1, "iterations": 1}]}},
+     "solver.rounds.0.delta"),
+    ({"solver": {"rounds": []}}, "solver.rounds"),
+    ({"problem": {"name": "eikonal_ball", "options": {"sampling": "gauss"}}}, "sampling"),
+])
+def test_config_errors_name_the_key(change, match):
+    with pytest.raises(ConfigError, match=match):
+        parse_hj_config(_cfg(**change))
+
+
+def test_cli_solve_end_to_end(tmp_path, capsys):
+    import json
+
+    import yaml
+
+    from orthojac.cli import main
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(_cfg(output=str(tmp_path / "run"), runs=2)))
+    assert main(["hj", "solve", str(cfg), "--quiet", "--set", "plots=true"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["runs"] == 2 and len(summary["per_run"]) == 2 and math.isfinite(summary["mse"])
+    assert (tmp_path / "run" / "solution.png").stat().st_size > 1000
+    assert main(["hj", "solve", str(cfg), "--set", "solver.lam=-1"]) == 2
+    assert "solver.lam" in capsys.readouterr().err
+
+
+def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
+    """The CSV contract of ``orthojac reproduce hj``: the issue's columns first, std empty for one run, and
+    the Markdown generated from the CSV."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.experiments.common import read_csv, write_csv
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # configs/hj/ is read relative to the repository
+    tiny = (5, 5, 5, 5, 5)
+    rows = [R.run_spec(R.Spec("eikonal_square", runs, iterations=tiny, authors=(1.5e-5, 0.0127)), "test", "cpu",
+                       str(tmp_path / "fig"), False) for runs in (1, 2)]
+    assert rows[0]["mse_std"] == "" and isinstance(rows[1]["mse_std"], float) and rows[1]["runs"] == 2
+    assert rows[0]["problem"] == "eikonal_square" and rows[0]["arch"] == "mlp[20]" and rows[0]["dim"] == 2
+    csv = write_csv(rows, tmp_path / "hj.csv", R.COLUMNS)
+    assert list(read_csv(csv)[0])[:7] == ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs"]
+    md = R.write_markdown(csv, tmp_path / "hj.md").read_text()
+    assert "do not edit by hand" in md and md.count("| test | eikonal_square |") == 2 and " ± " in md
+    assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
+    with pytest.raises(ValueError, match="iteration counts"):
+        R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
