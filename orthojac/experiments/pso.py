@@ -287,7 +287,8 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
     rows = common.read_csv(csv_path)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     arms = sorted({(r["arch"], r["strategy"], int(r["r"]), r["policy"]) for r in rows})
-    for arch, strategy, r, policy in arms:
+    cmap = plt.get_cmap("tab20")
+    for i, (arch, strategy, r, policy) in enumerate(arms):
         by_depth: dict[int, list[float]] = {}
         for x in rows:
             if (x["arch"], x["strategy"], int(x["r"]), x["policy"]) == (arch, strategy, r, policy):
@@ -295,8 +296,8 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
         d = sorted(by_depth)
         style = {"channels": "-", "bias": "--"}.get(strategy, ":")
         name = f"{strategy} r={r}" if arch.startswith("pso") else arch
-        ax.plot(d, [sum(by_depth[k]) / len(by_depth[k]) for k in d], style, marker="o",
-                label=f"{name} ({policy})" if len({a[3] for a in arms}) > 1 else name)
+        ax.plot(d, [sum(by_depth[k]) / len(by_depth[k]) for k in d], style, marker="s" if policy == "exact" else "o",
+                color=cmap(i % 20), label=f"{name} ({policy})" if len({a[3] for a in arms}) > 1 else name)
     ax.set(xscale="log", xlabel="depth L", ylabel="test accuracy", ylim=(0, 1),
            title=f"Fashion-MNIST, width {rows[0]['width']}, {rows[0]['mode']} mode (results/pso_train.csv)")
     ax.legend(fontsize=7, ncol=2)
