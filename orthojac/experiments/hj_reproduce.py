@@ -186,10 +186,12 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
             "authors E∞", "residual", "traj time / u(x₀)", "s/run (wall)", "CPU s/run", "runs"]
     lines = ["# Hamilton–Jacobi: least-squares Lax–Friedrichs solver (arXiv 2406.10758)", "",
              f"_Generated from `{csv_path.as_posix()}` by `orthojac reproduce hj`; do not edit by hand._", "",
-             "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ in 2-D, 10⁶ otherwise, quick: "
-             "2·10⁵) plus the origin; `residual` = mean-square scheme residual over the last 10% of steps; for the "
-             "car problems, `traj time / u(x₀)` compares the time the feedback trajectory from the authors' start "
-             "point takes with the value the network predicts there. Devices: "
+             "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ for the 2-D and time-dependent "
+             "problems, 10⁶ otherwise) plus the origin; `residual` = mean-square scheme residual over the last 10% "
+             "of steps; for the car problems, `traj time / u(x₀)` compares the time the feedback trajectory from "
+             "the authors' start point takes with the value the network predicts there (a time of 12.01 means the "
+             "target was not reached within t_max = 12). `s/run (wall)` was measured on a shared, loaded machine; "
+             "`CPU s/run` is the process CPU time (one thread). Devices: "
              + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
