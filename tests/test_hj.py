@@ -308,3 +308,17 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
     with pytest.raises(ValueError, match="iteration counts"):
         R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
+
+
+def test_every_reproduce_spec_resolves(monkeypatch):
+    """--quick and --full specs load their config with their overrides and match the round counts (no solve)."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.hj.config import build_from_config, load_hj_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for spec in (*R.QUICK, *R.FULL):
+        cfg = load_hj_config(Path("configs/hj") / f"{spec.config}.yaml", [*spec.overrides, f"runs={spec.runs}"])
+        assert spec.iterations is None or len(spec.iterations) == len(cfg.solver.rounds), spec
+        if cfg.dim <= 10:
+            problem, net = build_from_config(cfg)
+            assert net(problem.sample_test(3, _gen())).shape == (3,)
