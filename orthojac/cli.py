@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "orthojac.experiments.demo",
     "orthojac.experiments.reproduce",
     "orthojac.experiments.train",
+    "orthojac.experiments.diagnose",
     "orthojac.experiments.hj",
 ]
 

@@ -2,6 +2,8 @@ import csv
 import subprocess
 import sys
 
+import pytest
+
 import orthojac
 from orthojac.cli import main
 
@@ -32,3 +34,13 @@ def test_user_errors_are_one_line(capsys) -> None:
     rc = main(["demo", "--depth", "0", "--out", "/tmp/orthojac-never"])
     assert rc == 2
     assert "error: depth and width must be positive" in capsys.readouterr().err
+
+
+def test_demo_body_lr_rule() -> None:
+    from orthojac.experiments.demo import body_lr_factor
+
+    assert body_lr_factor("const", 200) == 1.0
+    assert body_lr_factor("depth", 200) == pytest.approx(0.04)
+    assert body_lr_factor("depth", 4) == 1.0
+    with pytest.raises(ValueError, match="body learning-rate rule"):
+        body_lr_factor("cosine", 10)

@@ -22,3 +22,7 @@ __all__ = ["read_idx", "write_idx", "IDXError", "read_cifar_batch", "write_cifar
            "DATASETS", "DatasetInfo", "DatasetNotFoundError", "DatasetCorruptError", "cache_dir", "download",
            "load_dataset", "locate", "search_dirs", "verify_file", "DATASET_NAMES", "DataSplits", "channel_stats",
            "load_splits", "make_loaders", "normalize", "train_val_indices", "make_spirals"]
+
+from .toy2d import TOY2D, make_ellipses, make_peaks, make_swiss_roll, make_toy2d, peaks  # noqa: E402
+
+__all__ += ["TOY2D", "make_ellipses", "make_peaks", "make_swiss_roll", "make_toy2d", "peaks"]

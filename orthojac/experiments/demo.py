@@ -21,13 +21,25 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import load_splits
+from ..diagnostics import gradient_norms
 from ..models import create_model
 
-# (family, orthogonality policy): the feedforward form runs under "exact" because under "init" its tied
-# weight drifts off O(n) in training and the gradient-norm ratio leaves 1 (measured 2.5 after 3 epochs).
-ARCHS: tuple[tuple[str, str], ...] = (
-    ("plain_relu", "init"), ("resnet", "init"), ("ortho_residual_relu", "init"), ("ortho_feedforward_abs", "exact"),
+# (family, orthogonality policy, body learning-rate rule). The feedforward form has no skip connection: every
+# layer's update moves the whole map, so its body learns at lr·min(1, 8/L) ("depth" rule). Measured on 2 CPU
+# cores, depth 100, width 64, 3 epochs of 12k Fashion-MNIST images: test accuracy 0.597 at the plain rate,
+# 0.828 with the depth rule (init policy), 0.821 with the depth rule under the exact policy (3.6× slower).
+ARCHS: tuple[tuple[str, str, str], ...] = (
+    ("plain_relu", "init", "const"), ("resnet", "init", "const"), ("ortho_residual_relu", "init", "const"),
+    ("ortho_feedforward_abs", "init", "depth"),
 )
+BODY_LR_RULES = ("const", "depth")
+
+
+def body_lr_factor(rule: str, depth: int) -> float:
+    """Learning-rate factor of the body: 1 for ``"const"``, min(1, 8/L) for ``"depth"``."""
+    if rule not in BODY_LR_RULES:
+        raise ValueError(f"unknown body learning-rate rule {rule!r}; choose one of {BODY_LR_RULES}")
+    return 1.0 if rule == "const" else min(1.0, 8.0 / depth)
 
 
 def load_demo_data(n_train: int, n_test: int, seed: int) -> tuple[str, tuple[torch.Tensor, ...], int, int]:
@@ -46,18 +58,7 @@ def load_demo_data(n_train: int, n_test: int, seed: int) -> tuple[str, tuple[tor
 
 def grad_norm_profile(model, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """‖∂L/∂x_ℓ‖ for ℓ = 0 … L (x₀ the body's input, x_ℓ the output of block ℓ), averaged over the batch."""
-    h = model.stem(x).detach().requires_grad_(True)
-    acts = [h]
-    for block in model.body:
-        h = block(h)
-        h.retain_grad()
-        acts.append(h)
-    loss = F.cross_entropy(model.head(h), y)
-    model.zero_grad(set_to_none=True)
-    loss.backward()
-    norms = [a.grad.norm(dim=-1).mean().item() for a in acts]
-    model.zero_grad(set_to_none=True)
-    return norms
+    return gradient_norms(model, F.cross_entropy, (x, y)).activation
 
 
 @torch.no_grad()
@@ -69,17 +70,19 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> floa
 
 
 def run_demo(depth: int, width: int, epochs: int, n_train: int, n_test: int, lr: float, seed: int,
-             out: Path, archs: tuple[tuple[str, str], ...] = ARCHS) -> list[dict]:
+             out: Path, archs: tuple[tuple[str, str, str], ...] = ARCHS) -> list[dict]:
     torch.manual_seed(seed)
     name, (xs, ys, xt, yt), d_in, classes = load_demo_data(n_train, n_test, seed)
     out.mkdir(parents=True, exist_ok=True)
     print(f"demo: {name}, {len(xs)} train / {len(xt)} test, depth {depth}, width {width}, {epochs} epochs")
     rows, curves, profiles = [], {}, {}
-    for arch, policy in archs:
+    for arch, policy, rule in archs:
         model = create_model(arch, d_in, classes, width, depth, policy=policy, seed=seed,
                              stem_norm=name != "spirals")
         profiles[arch] = prof0 = grad_norm_profile(model, xs[:256], ys[:256])
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        body = list(model.body.parameters())
+        rest = [p for p in model.parameters() if all(p is not q for q in body)]
+        opt = torch.optim.Adam([{"params": body, "lr": lr * body_lr_factor(rule, depth)}, {"params": rest, "lr": lr}])
         steps = epochs * ((len(xs) + 127) // 128)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         g = torch.Generator().manual_seed(seed)
@@ -101,7 +104,7 @@ def run_demo(depth: int, width: int, epochs: int, n_train: int, n_test: int, lr:
         prof1 = grad_norm_profile(model, xs[:256], ys[:256])
         curves[arch] = curve
         rows.append({
-            "arch": arch, "depth": depth, "width": width, "policy": policy, "data": name,
+            "arch": arch, "depth": depth, "width": width, "policy": policy, "body_lr": rule, "data": name,
             "test_acc": round(curve[-1], 4), "train_acc": round(accuracy(model, xs, ys), 4),
             "grad_ratio_init": prof0[0] / prof0[-1], "grad_ratio_trained": prof1[0] / prof1[-1],
             "seconds": round(time.time() - t0, 1),
@@ -122,10 +125,10 @@ def _write(rows: list[dict], curves: dict, profiles: dict, out: Path) -> None:
         w.writeheader()
         w.writerows(rows)
     (out / "curves.json").write_text(json.dumps({"accuracy": curves, "grad_norm_init": profiles}, indent=1))
-    lines = ["| arch | policy | depth | test acc | grad ratio first/last (init) | (trained) | seconds |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['arch']} | {r['policy']} | {r['depth']} | {r['test_acc']:.3f} | {r['grad_ratio_init']:.3g} | "
-              f"{r['grad_ratio_trained']:.3g} | {r['seconds']} |" for r in rows]
+    lines = ["| arch | policy | body lr | depth | test acc | grad ratio first/last (init) | (trained) | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['arch']} | {r['policy']} | {r['body_lr']} | {r['depth']} | {r['test_acc']:.3f} | "
+              f"{r['grad_ratio_init']:.3g} | {r['grad_ratio_trained']:.3g} | {r['seconds']} |" for r in rows]
     table = "\n".join(lines)
     (out / "summary.md").write_text(f"# orthojac demo ({rows[0]['data']})\n\n"
                                     f"{table}\n")
@@ -155,8 +158,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--policy", choices=("init", "exact"), default=None,
-                   help="one policy for every family (default: exact for the feedforward form, init otherwise)")
+                   help="one orthogonality policy for every family (default: init)")
+    p.add_argument("--body-lr", choices=BODY_LR_RULES, default=None,
+                   help="body learning-rate rule for every family: const, or depth = lr·min(1, 8/L) "
+                        "(default: depth for the feedforward form, const otherwise)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     p.set_defaults(func=lambda a: run_demo(
         a.depth, a.width, a.epochs, a.n_train, a.n_test, a.lr, a.seed, a.out,
-        ARCHS if a.policy is None else tuple((arch, a.policy) for arch, _ in ARCHS)) and 0)
+        tuple((arch, a.policy or pol, a.body_lr or rule) for arch, pol, rule in ARCHS)) and 0)

@@ -12,6 +12,9 @@ import argparse
 import importlib
 
 RUNNERS: dict[str, tuple[str, str]] = {}
+RUNNERS["isometry"] = ("orthojac.experiments.isometry", "Jacobian spectrum and gradient ratio vs depth at init")
+RUNNERS["haber-ruthotto"] = ("orthojac.experiments.haber_ruthotto",
+                             "Haber & Ruthotto stable architectures: Figs. 1-6, Table 1")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,5 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         rp.set_defaults(func=mod.run)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
 
+RUNNERS["fmnist-depth"] = ("orthojac.experiments.fmnist_depth",
+                           "Fashion-MNIST accuracy vs depth (8…200; 500, 1000 with --full): orthogonal-Jacobian "
+                           "MLP and conv bodies against ResNet and plain ReLU")
 RUNNERS["hj"] = ("orthojac.experiments.hj_reproduce",
                  "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems")
+RUNNERS["pso"] = ("orthojac.experiments.pso", "persistent subspace orthogonality: gradient flow and training")
+RUNNERS["limit"] = ("orthojac.experiments.limit", "limit layers: singular values within [1−ε, 1+ε], accuracy")

@@ -14,3 +14,11 @@ from .registry import (
 
 __all__ = ["Classifier", "PlainLayer", "ResidualBlock", "FAMILIES", "create_body", "create_model",
            "family_names", "register_family", "BODIES", "build_model", "register_body"]
+
+from .convnet import CONV_FAMILIES, ConvPlainLayer, ConvResidualBlock, create_convnet, register_conv_family  # noqa: E402
+
+__all__ += ["CONV_FAMILIES", "ConvPlainLayer", "ConvResidualBlock", "create_convnet", "register_conv_family"]
+
+from .stable import OPENINGS, StableNet, create_stable_model, hypothesis_loss, predict_labels  # noqa: E402
+
+__all__ += ["StableNet", "create_stable_model", "hypothesis_loss", "predict_labels", "OPENINGS"]

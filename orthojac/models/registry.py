@@ -110,3 +110,26 @@ def build_model(body: str, arch: str, in_shape: tuple[int, ...], num_classes: in
 
 register_body("mlp", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_model(
     arch, math.prod(in_shape), num_classes, width, depth, policy, seed, **kw))
+
+
+def _register_conv_body() -> None:
+    from .convnet import create_convnet
+
+    register_body("conv", lambda arch, in_shape, num_classes, width, depth, policy, seed, **kw: create_convnet(
+        arch, in_shape, num_classes, width, depth, policy, seed, **kw))
+
+
+_register_conv_body()
+
+
+# Persistent subspace orthogonality (docs/pso.md): one family per enforcement strategy, the subspace
+# dimension r a keyword (model.kwargs.r in configs; default n // 8, at least 1).
+def _pso(strategy: str) -> BlockBuilder:
+    def block(n: int, policy: str, g: torch.Generator, r: int | None = None, **kw: Any) -> nn.Module:
+        return PersistentSubspace(n, max(1, n // 8) if r is None else r, strategy, orthogonal=policy, generator=g,
+                                  **kw)
+    return block
+
+
+register_family("pso_channels", _pso("channels"))
+register_family("pso_bias", _pso("bias"))

@@ -48,3 +48,49 @@ def _register_builtin() -> None:
 
 
 _register_builtin()
+
+from .conv import (  # noqa: E402
+    ConvOrthoFeedforward,
+    ConvOrthoResidual,
+    OrthoDownsample,
+    OrthogonalConv2d,
+    conv_layer,
+    random_orthogonal_kernel,
+)
+
+__all__ += ["OrthogonalConv2d", "ConvOrthoResidual", "ConvOrthoFeedforward", "OrthoDownsample",
+            "random_orthogonal_kernel", "conv_layer"]
+
+
+def _register_conv() -> None:
+    """Conv families: ``width`` n gives C = max(1, n // 4) channels on a 4×6 circular grid (one sample is
+    C×4×6, both sizes even so the Nyquist frequencies are exercised)."""
+    for kind in ("orthogonal", "residual_relu", "residual_relu_k", "feedforward_abs", "feedforward_sigma_k"):
+        register_layer(f"conv_{kind}", lambda n, p, g, kind=kind: conv_layer(kind, max(1, n // 4), (4, 6), p, g),
+                       min_width=1, input_shape=lambda n: (max(1, n // 4), 4, 6))
+
+
+_register_conv()
+
+from .stable import (  # noqa: E402  (Haber & Ruthotto stable architectures)
+    STABLE_ARCHS,
+    AntisymmetricODE,
+    LeapfrogODE,
+    ResNetODE,
+    StableDynamics,
+    VerletODE,
+    create_dynamics,
+)
+
+__all__ += ["StableDynamics", "ResNetODE", "AntisymmetricODE", "LeapfrogODE", "VerletODE", "STABLE_ARCHS",
+            "create_dynamics"]
+
+
+def _register_stable() -> None:
+    """Dense stable networks (3 layers, T = 1, random weights) with their weight-dependent bounded claims."""
+    for arch in STABLE_ARCHS:
+        register_layer(f"stable_{arch}", lambda n, p, g, a=arch: create_dynamics(a, n, 3, 1.0, init="random",
+                                                                                generator=g), min_width=2)
+
+
+_register_stable()

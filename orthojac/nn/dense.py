@@ -78,7 +78,8 @@ class OrthoResidual(ClaimedModule):
         activation: ρ with slopes in {0, 1}: ``"relu"``, ``"relu_k"`` or a :class:`ReLUk` module.
         orthogonal: the policy for B, ``"init"`` or ``"exact"`` (:mod:`orthojac.nn.orthogonal`).
         orthogonal_init: ``"qr"``, ``"cayley"`` or ``"identity"``.
-        orthogonal_map: the exact policy's map, ``"cayley"``, ``"matrix_exp"`` or ``"householder"``.
+        orthogonal_map: the exact policy's map, ``"riemannian"`` (default: a plain weight retracted after every
+            optimiser step, see :mod:`orthojac.nn.orthogonal`), ``"cayley"``, ``"matrix_exp"`` or ``"householder"``.
         bias_init: ``"identity"`` (default: ρ's flat region, F = id while |Bx| ≤ bias_margin), ``"zero"``
             or a number.
         bias_margin: half-width of the pre-activation range that ``bias_init="identity"`` keeps flat.
@@ -96,7 +97,7 @@ class OrthoResidual(ClaimedModule):
         *,
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_init: str | float = "identity",
         bias_margin: float = 3.0,
         partial: bool = False,
@@ -168,7 +169,7 @@ class OrthoFeedforward(ClaimedModule):
         output_bias: bool = True,
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_init: str | float = "identity",
         bias_margin: float = 3.0,
         partial: bool = False,
@@ -291,26 +292,42 @@ class LimitLayer(ClaimedModule):
 
 
 class PersistentSubspace(ClaimedModule):
-    r"""Partial-isometry layer with a persistent isometric subspace of dimension r (PSO, notes §4).
+    r"""Partial-isometry layer with a persistent isometric subspace of dimension r (PSO; notes §4, docs/pso.md).
 
-    ``F(x) = Aᵀρ(Bx + b) + c`` with block-diagonal A = diag(A_r, A_c), B = diag(B_r, B_c) (orthogonal
-    blocks of sizes r and n − r), so DF = diag(A_rᵀ D_r B_r, A_cᵀ D_c B_c). The first r coordinates form the
-    subspace V = span(e₁, …, e_r), the same in every layer, which is why it persists through depth:
+    **Persistent subspace orthogonality (the project's definition).** A stack F_L ∘ … ∘ F_1 has PSO of
+    dimension r when there are r-dimensional subspaces V₀, …, V_L of ℝⁿ such that for every layer ℓ and a.e.
+    input, the layer Jacobian J_ℓ maps V_{ℓ−1} *isometrically onto* V_ℓ and its transpose maps V_ℓ back
+    isometrically onto V_{ℓ−1} (J_ℓ P_{V_{ℓ−1}} = P_{V_ℓ} J_ℓ, with J_ℓ|V_{ℓ−1} an isometry). Then for every
+    loss L, ‖∂L/∂x₀‖ ≥ ‖P_{V_L} ∂L/∂x_L‖: the component of the gradient in V_L reaches the input unshrunk,
+    at any depth. For partial isometries the converse holds too — the set of gradients whose norm survives
+    the whole stack is exactly such a persistent chain (docs/pso.md), so PSO is *necessary* for norm
+    preservation.
 
-    * ``strategy="channels"``: ρ is the identity on the r reserved channels (D_r = I), ReLU on the rest;
-      A_rᵀB_r is orthogonal, so every layer maps V isometrically onto V — at any parameters.
-    * ``strategy="bias"``: ReLU on every channel; the reserved units' bias is initialised to +bias_margin and
-      B_r = A_r = I, so those units are active (D_r = I) for inputs with x_r > −bias_margin. The guarantee
-      is an initialisation property (the layer is always a partial isometry, see ``jacobian_claim``); the
-      isometry on V holds while the reserved units stay active (``conditional_claim``).
+    **This layer.** ``F(x) = Aᵀρ(Bx + b) + c`` with block-diagonal A = diag(A_r, A_c), B = diag(B_r, B_c)
+    (orthogonal blocks of sizes r and n − r), so DF = diag(A_rᵀ D_r B_r, A_cᵀ D_c B_c) and
+    V_ℓ = span(e₁, …, e_r) for every ℓ (:meth:`persistent_basis`); on V the layer acts by the r×r matrix
+    :meth:`subspace_map`. Two strategies keep D_r = I (so that map is A_rᵀB_r, orthogonal):
 
-    The complement block (A_c, B_c untied, Haar-random by default) is a plain ReLU partial isometry, whose
-    stack collapses with depth; with r = 0 the layer is exactly that collapsing stack, the baseline.
+    * ``strategy="channels"``: ρ is the identity on the r reserved channels, ``activation`` (ReLU) on the
+      rest. The isometry on V holds at every input and, under ``orthogonal="exact"``, at every parameter
+      value; under ``"init"`` while A_r, B_r stay orthogonal.
+    * ``strategy="bias"``: the same activation on *every* channel; the reserved blocks start at A_r = B_r = I
+      with bias +bias_margin, so the reserved units are active (D_r = I) wherever x_r > −bias_margin
+      componentwise (:meth:`reserved_active`). An initialisation property: the layer is always a partial
+      isometry (``jacobian_claim``); the isometry on V holds where the reserved units are active
+      (``conditional_claim``).
+
+    The complement block (A_c, B_c untied, Haar-random by default, bias ``complement_bias``) is a plain
+    partial isometry whose stack collapses with depth; r = 0 is exactly that collapsing stack (the baseline).
+    At initialisation F(x) = x on V (c_r = −A_rᵀρ(b_r)).
 
     Args:
         dim: n.  r: 0 ≤ r ≤ n, the persistent dimension.  strategy: ``"channels"`` or ``"bias"``.
-        orthogonal, orthogonal_init, orthogonal_map, bias_margin, generator: as in :class:`OrthoResidual`.
-        complement_bias: initial bias of the n − r ReLU units (default 0).
+        activation: the activation of the complement (and of the reserved units under ``"bias"``); slopes
+            must lie in {0, 1} (``"relu"``, ``"relu_k"``).
+        orthogonal, orthogonal_init, orthogonal_map, bias_margin, generator: as in :class:`OrthoResidual`
+            (``orthogonal_init`` applies to the complement, and to the reserved blocks under ``"channels"``).
+        complement_bias: initial bias of the n − r complement units (default 0).
     """
 
     STRATEGIES = ("channels", "bias")
@@ -321,18 +338,25 @@ class PersistentSubspace(ClaimedModule):
         r: int,
         strategy: str = "channels",
         *,
+        activation: str | nn.Module = "relu",
         orthogonal: str = "init",
         orthogonal_init: str = "qr",
-        orthogonal_map: str = "cayley",
+        orthogonal_map: str = "riemannian",
         bias_margin: float = 3.0,
         complement_bias: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if not 0 <= r <= dim:
-            raise ValueError(f"PersistentSubspace: need 0 ≤ r ≤ dim, got r={r}, dim={dim}")
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= dim:
+            raise ValueError(f"PersistentSubspace: need 0 ≤ r ≤ dim (an integer), got r={r!r}, dim={dim}")
         if strategy not in self.STRATEGIES:
             raise ValueError(f"PersistentSubspace: strategy={strategy!r} is unknown; choose one of {self.STRATEGIES}")
+        if strategy == "bias" and bias_margin <= 0:
+            raise ValueError(f"PersistentSubspace(strategy='bias'): bias_margin must be > 0, got {bias_margin}")
+        self.act = get_activation(activation)
+        _check_slopes(self.act, _ZERO_ONE, "PersistentSubspace", activation)
+        if strategy == "bias" and 1.0 not in (slopes_of(self.act) or ()):
+            raise ValueError(f"PersistentSubspace(strategy='bias'): activation {activation!r} has no slope-1 region")
         self.dim, self.r, self.strategy, self.policy = dim, r, strategy, orthogonal
         c = dim - r
         r_init = "identity" if strategy == "bias" else orthogonal_init
@@ -341,16 +365,16 @@ class PersistentSubspace(ClaimedModule):
             if size > 0:
                 register_orthogonal(self, f"weight_{name}", size, size, orthogonal, init, orthogonal_map, generator)
         bias = torch.full((dim,), float(complement_bias))
-        if strategy == "bias":
-            bias[:r] = bias_margin
+        if strategy == "bias" and r > 0:
+            bias[:r] = self.act.init_bias(1.0, bias_margin)  # +margin for ReLU: reserved units active
         self.bias = nn.Parameter(bias)
         self.out_bias = nn.Parameter(torch.zeros(dim))
-        with torch.no_grad():  # F(0) = 0 at initialisation on the reserved block
+        with torch.no_grad():  # F = id on V at initialisation
             if r > 0:
                 self.out_bias[:r] = -F.linear(self._rho_r(self.bias[:r]), self.weight_a_r.mT)
 
     def _rho_r(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.strategy == "channels" else F.relu(z)
+        return z if self.strategy == "channels" else self.act(z)
 
     @property
     def jacobian_claim(self) -> claims.JacobianClaim:
@@ -360,8 +384,39 @@ class PersistentSubspace(ClaimedModule):
 
     @property
     def conditional_claim(self) -> claims.JacobianClaim:
-        """The claim that holds while the reserved units are active (``strategy="bias"``)."""
+        """The claim that holds where the reserved units are active (``strategy="bias"``)."""
         return claims.persistent_subspace(self.r) if self.r > 0 else claims.partial_isometry()
+
+    def persistent_basis(self) -> torch.Tensor:
+        """An n×r matrix E with orthonormal columns spanning V = span(e₁, …, e_r), the subspace shared by
+        every layer (input and output side); n×0 when r = 0."""
+        ref = self.bias
+        return torch.eye(self.dim, self.r, dtype=ref.dtype, device=ref.device)
+
+    def subspace_map(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """The r×r matrix M with DF(x)·E = E·M (how the layer acts on V in the basis E): A_rᵀ D_r B_r, with
+        D_r = I under ``"channels"`` and D_r = diag(ρ′(B_r x_r + b_r)) under ``"bias"`` (needs ``x`` of shape
+        (n,) then; without it D_r = I is assumed, the initialisation regime). Orthogonal while the layer has
+        PSO."""
+        if self.r == 0:
+            return self.bias.new_zeros(0, 0)
+        a, b = self.weight_a_r, self.weight_b_r
+        if self.strategy == "bias" and x is not None:
+            return a.mT @ (self._reserved_slopes(x).unsqueeze(-1) * b)
+        return a.mT @ b
+
+    def reserved_active(self, x: torch.Tensor) -> torch.Tensor:
+        """Boolean (...,): whether every reserved unit is in ρ's slope-1 region at input x (always True under
+        ``"channels"``; under ``"bias"`` the isometry on V holds exactly at these inputs)."""
+        if self.strategy == "channels" or self.r == 0:
+            return torch.ones(x.shape[:-1], dtype=torch.bool, device=x.device)
+        return (self._reserved_slopes(x) == 1).all(dim=-1)
+
+    def _reserved_slopes(self, x: torch.Tensor) -> torch.Tensor:
+        """ρ′(B_r x_r + b_r) for the reserved units (elementwise activation: one backward pass)."""
+        with torch.enable_grad():
+            z = F.linear(x[..., : self.r], self.weight_b_r, self.bias[: self.r]).detach().requires_grad_(True)
+            return torch.autograd.grad(self.act(z).sum(), z)[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         r = self.r
@@ -371,7 +426,7 @@ class PersistentSubspace(ClaimedModule):
             parts.append(F.linear(self._rho_r(z), self.weight_a_r.mT, self.out_bias[:r]))
         if r < self.dim:
             z = F.linear(x[..., r:], self.weight_b_c, self.bias[r:])
-            parts.append(F.linear(F.relu(z), self.weight_a_c.mT, self.out_bias[r:]))
+            parts.append(F.linear(self.act(z), self.weight_a_c.mT, self.out_bias[r:]))
         return torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
 
     def extra_repr(self) -> str:

@@ -9,11 +9,24 @@ through :func:`register_orthogonal`. The ``policy`` decides what happens next:
     identity). Training may move it away; pull it back with
     :func:`orthojac.regularizers.orthogonality` (α·Σ‖BBᵀ − I‖²_F) if wanted.
 ``"exact"``
-    The weight is kept on O(n) (or on the Stiefel manifold of orthonormal rows) by a parametrisation
-    registered with :mod:`torch.nn.utils.parametrize`: ``map="cayley"``, ``"matrix_exp"`` or
-    ``"householder"`` (PyTorch's own ``parametrizations.orthogonal`` with dynamic trivialisation, so
-    ``state_dict`` save/load, ``torch.compile`` and DDP work unchanged; assigning an orthogonal matrix to
-    the weight goes through ``right_inverse``).
+    The weight is kept on O(n) (or on the Stiefel manifold of orthonormal rows). Two kinds of map:
+
+    * ``map="riemannian"`` (the default): the weight is a plain ``nn.Parameter`` used as is by the forward
+      pass — a plain layer's cost — and is put back on the manifold by a *retraction* after every optimiser
+      step, W ← R(W + ΔW), batched over all constrained weights of the same shape (one ``bmm`` chain per
+      shape, not one call per layer). This is retraction-based Riemannian optimisation (Absil, Mahony &
+      Sepulchre, *Optimization Algorithms on Matrix Manifolds*, 2008, §4.1): any optimiser's step is a
+      step in the ambient space, and R maps it back. The retraction is the **polar factor**
+      R(X) = X(XᵀX)^{-1/2}, the nearest orthogonal matrix, computed by Newton–Schulz iterations
+      X ← X(3I − XᵀX)/2 (Björck & Bowie 1971; Higham, *Functions of Matrices*, §8.3) until the error bound
+      says machine precision is reached, or by QR (``method="qr"``: R(X) = qf(X), signs fixed). It runs
+      from a global optimiser step hook (``torch.optim.optimizer.register_optimizer_step_post_hook``), so it
+      works with every ``torch.optim`` optimiser and the unchanged trainer; a forward pre-hook retracts any
+      weight changed since its last retraction some other way (``load_state_dict``, manual edits), so the
+      forward pass always sees an orthogonal matrix. ``orthojac.optim`` configures it (``every``, ``method``).
+    * ``map="cayley"``, ``"matrix_exp"`` or ``"householder"``: PyTorch's own ``parametrizations.orthogonal``
+      (dynamic trivialisation) registered with :mod:`torch.nn.utils.parametrize`; the map is evaluated at
+      every forward pass (3–30× a plain layer's cost, see benchmarks/RESULTS.md).
 
 Every module that owns constrained weights lists their names in ``orthogonal_weight_names``; the
 regulariser and :func:`orthojac.diagnostics.orthogonality_defect` find them that way (duck typing, so the
@@ -22,11 +35,13 @@ diagnostics need not import this package).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations, parametrize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 __all__ = [
     "POLICIES",
@@ -37,18 +52,24 @@ __all__ = [
     "constrained_weights",
     "orthogonality_error",
     "check_policy",
+    "RETRACTIONS",
+    "retract_",
+    "configure_retraction",
+    "riemannian_weights",
 ]
 
 POLICIES = ("init", "exact")
 INIT_METHODS = ("qr", "cayley", "identity")
+RETRACTIONS = ("polar", "qr")
 EXACT_MAPS: dict[str, Callable[[nn.Module, str], None]] = {
+    "riemannian": lambda m, name: _register_riemannian(m, name),
     "cayley": lambda m, name: parametrizations.orthogonal(m, name, orthogonal_map="cayley"),
     "matrix_exp": lambda m, name: parametrizations.orthogonal(m, name, orthogonal_map="matrix_exp"),
     "householder": lambda m, name: parametrizations.orthogonal(m, name, orthogonal_map="householder"),
 }
 
 
-def check_policy(policy: str, exact_map: str = "cayley", init: str = "qr") -> None:
+def check_policy(policy: str, exact_map: str = "riemannian", init: str = "qr") -> None:
     """Raise ``ValueError`` naming the allowed values when a policy/map/init name is unknown."""
     if policy not in POLICIES:
         raise ValueError(f"orthogonal={policy!r} is not a policy; choose one of {POLICIES}")
@@ -108,7 +129,7 @@ def register_orthogonal(
     cols: int,
     policy: str = "init",
     init: str = "qr",
-    exact_map: str = "cayley",
+    exact_map: str = "riemannian",
     generator: torch.Generator | None = None,
     value: torch.Tensor | None = None,
 ) -> None:
@@ -146,3 +167,234 @@ def orthogonality_error(w: torch.Tensor) -> torch.Tensor:
     g = w @ w.mT if rows <= cols else w.mT @ w
     eye = torch.eye(g.shape[-1], dtype=w.dtype, device=w.device)
     return torch.linalg.matrix_norm(g - eye)
+
+
+# ---------------------------------------------------------------- the "riemannian" map: retract after each step
+#
+# State lives in attributes of the Parameter object (cheap to read in the step hook):
+#   _oj_manifold  True for a weight kept on the manifold by retraction
+#   _oj_version   the tensor's ``_version`` right after its last retraction (or accepted skipped step)
+#   _oj_every, _oj_method, _oj_tol, _oj_steps   the retraction schedule (see configure_retraction)
+# ``copy.deepcopy`` drops Parameter attributes; the owning module keeps the schedule in ``_riemannian_cfg`` and
+# its forward pre-hook re-tags (and retracts) a weight it finds untagged, so a copy is still exact.
+
+_DEFAULT_CFG: dict = {"every": 1, "method": "polar", "tol": None}
+
+
+def _tall(w: torch.Tensor) -> torch.Tensor:
+    """A view with at least as many rows as columns (the transpose of a wide matrix)."""
+    return w.mT if w.shape[-2] < w.shape[-1] else w
+
+
+def _qr_retraction(x: torch.Tensor) -> torch.Tensor:
+    """R(X) = qf(X): the Q factor of X = QR with diag R > 0 (batched, tall X; real or complex)."""
+    q, r = torch.linalg.qr(x)
+    s = torch.sgn(torch.diagonal(r, dim1=-2, dim2=-1))
+    s = torch.where(s == 0, torch.ones_like(s), s)
+    return q * s.unsqueeze(-2)
+
+
+def _gram_error(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E = YᴴY − I and d = ‖E‖_∞ (max absolute row sum) per matrix; ‖E‖₂ ≤ d since E is Hermitian."""
+    e = torch.matmul(y.mH, y) - torch.eye(y.shape[-1], dtype=y.dtype, device=y.device)
+    return e, e.abs().sum(-1).amax(-1)
+
+
+def _rounding_level(x: torch.Tensor) -> float:
+    """‖WᵀW − I‖_∞ that a retraction's own output has in x's dtype: measured ≤ 0.5·eps·n (n = columns,
+    8 ≤ n ≤ 256, float32 and float64); a matrix within eps·n counts as a retraction's output."""
+    return torch.finfo(x.dtype).eps * x.shape[-1]
+
+
+def _polar_retraction(x: torch.Tensor, tol: float, keep_exact: bool = False, max_iter: int = 10) -> torch.Tensor:
+    r"""R(X) = X(XᵀX)^{-1/2}, the polar factor of a batch of tall matrices, by Newton–Schulz iterations.
+
+    One iteration is Y ← Y(3I − YᵀY)/2 = Y − ½·Y·E with E = YᵀY − I. If the squared singular values of Y
+    are 1 + dᵢ, those of the new Y are 1 + dᵢ′ with dᵢ′ = −¾dᵢ² + ¼dᵢ³ (quadratic convergence), and
+    ‖E‖₂ = maxᵢ|dᵢ| ≤ ‖E‖_∞ (E is symmetric). So with d = ‖E‖_∞ from the Gram matrix that the iteration
+    computes anyway, the error after the iteration is at most ¾d² + ¼d³; iterations stop as soon as that
+    bound is ≤ ``tol`` (in exact arithmetic; rounding adds ≈ eps·√n to ‖E‖₂). With ``keep_exact``, matrices
+    already within rounding of the manifold (:func:`_rounding_level`) are returned unchanged (not used after
+    optimiser steps: tiny steps would accumulate up to that level). Matrices with d ≥ ½ (far from
+    it, e.g. after many skipped retractions) are retracted by QR instead (then one iteration polishes QR's rounding).
+    """
+    e, d = _gram_error(x)
+    keep = d <= (max(tol, _rounding_level(x)) if keep_exact else tol)
+    far = d >= 0.5
+    if bool(keep.all()):
+        return x
+    y = x
+    active = ~(keep | far)
+    for it in range(max_iter):
+        if it > 0:
+            e, d = _gram_error(y)
+        dmax = float(torch.where(active, d, torch.zeros_like(d)).max())
+        if dmax <= tol:
+            break
+        y = torch.baddbmm(y, y, e, alpha=-0.5)
+        if 0.75 * dmax**2 + 0.25 * dmax**3 <= tol:
+            break
+    y = torch.where(keep[:, None, None], x, y)
+    if bool(far.any()):  # QR, then one Newton–Schulz step to polish QR's rounding (≈ 5x polar's in float32)
+        q = _qr_retraction(x[far])
+        y[far] = torch.baddbmm(q, q, _gram_error(q)[0], alpha=-0.5)
+    return y
+
+
+@torch.no_grad()
+def retract_(tensors: Iterable[torch.Tensor], method: str = "polar", tol: float | None = None,
+             keep_exact: bool = False) -> None:
+    r"""Put every tensor (a (rows, cols) matrix, or a batch (…, rows, cols) of them; real, or complex for the
+    unitary case with ᵀ read as ᴴ) back on its manifold in place: orthonormal columns
+    (rows ≥ cols) or rows (rows < cols) by the polar factor (``method="polar"``, Newton–Schulz, the nearest
+    orthogonal matrix in every unitarily invariant norm) or QR (``"qr"``). Tensors of the same shape, dtype
+    and device are retracted together in one batched call. ``tol`` bounds ‖WᵀW − I‖₂ in exact arithmetic for
+    the polar method; the default, eps·√n (eps the dtype's machine epsilon, n the number of columns of the tall
+    view), is the size of the rounding error that storing an orthogonal matrix in that dtype already makes, so
+    iterating further would not be seen. ``keep_exact``: leave tensors already within rounding of the manifold
+    (‖WᵀW − I‖_∞ ≤ eps·n, what a retraction outputs) bit-for-bit unchanged — used for weights changed outside
+    an optimiser step (a checkpoint loaded on resume must not move)."""
+    if method not in RETRACTIONS:
+        raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for w in tensors:
+        if w.ndim < 2:
+            raise ValueError(f"retract_ expects matrices (at least 2-D), got shape {tuple(w.shape)}")
+        groups.setdefault((tuple(w.shape), w.dtype, w.device), []).append(w)
+    for (shape, dtype, _), group in groups.items():
+        # chunks of about _CHUNK_BYTES bound the temporaries (Gram, iterates) whatever the number of layers
+        per = max(1, _CHUNK_BYTES // (math.prod(shape) * group[0].element_size()))
+        for i in range(0, len(group), per):
+            _retract_chunk(group[i:i + per], shape, dtype, method, tol, keep_exact)
+
+
+_CHUNK_BYTES = 4 * 2**20
+
+
+def _retract_chunk(ws: list[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype, method: str,
+                   tol: float | None, keep_exact: bool) -> None:
+    """Retract tensors of one shape/dtype/device together (one batched chain of products)."""
+    rows, cols = shape[-2:]
+    x = torch.cat([_tall(w).reshape(-1, max(rows, cols), min(rows, cols)) for w in ws])
+    if method == "qr":
+        keep = _gram_error(x)[1] <= _rounding_level(x) if keep_exact else torch.zeros(x.shape[0], dtype=torch.bool)
+        y = x if bool(keep.all()) else torch.where(keep[:, None, None].to(x.device), x, _qr_retraction(x))
+    else:
+        y = _polar_retraction(x, torch.finfo(dtype).eps * x.shape[-1] ** 0.5 if tol is None else tol, keep_exact)
+    for w, yi in zip(ws, y.split(x.shape[0] // len(ws))):
+        _tall(w).copy_(yi.reshape(_tall(w).shape))
+        w._oj_manifold = True
+        w._oj_version = w._version
+
+
+def _cfg_of(p: torch.Tensor) -> tuple[int, str, float | None]:
+    return getattr(p, "_oj_every", 1), getattr(p, "_oj_method", "polar"), getattr(p, "_oj_tol", None)
+
+
+def _retract_params(params: list[torch.Tensor], keep_exact: bool = False) -> None:
+    """Retract params grouped by their (method, tol) configuration."""
+    by_cfg: dict[tuple, list[torch.Tensor]] = {}
+    for p in params:
+        _, method, tol = _cfg_of(p)
+        by_cfg.setdefault((method, tol), []).append(p)
+    for (method, tol), ps in by_cfg.items():
+        retract_(ps, method, tol, keep_exact)
+
+
+def _after_optimizer_step(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Global optimiser step post-hook: retract the manifold weights that this step changed, batched.
+
+    A weight whose schedule says ``every=k > 1`` is retracted on every k-th step that changed it; on the
+    other steps its change is accepted as is (it then drifts off the manifold, see configure_retraction)."""
+    due: list[torch.Tensor] = []
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not getattr(p, "_oj_manifold", False) or p._version == p._oj_version:
+                continue
+            every = getattr(p, "_oj_every", 1)
+            if every == 1:
+                due.append(p)
+                continue
+            p._oj_steps = getattr(p, "_oj_steps", 0) + 1
+            if p._oj_steps % every == 0:
+                due.append(p)
+            else:
+                p._oj_version = p._version
+    if due:
+        _retract_params(due)
+
+
+_STEP_HOOK = register_optimizer_step_post_hook(_after_optimizer_step)
+
+
+def _tag(p: torch.Tensor, cfg: dict) -> None:
+    p._oj_manifold = True
+    p._oj_every, p._oj_method, p._oj_tol = cfg["every"], cfg["method"], cfg["tol"]
+
+
+def _retract_changed(module: nn.Module, args) -> None:
+    """Forward pre-hook: retract any of the module's manifold weights changed since its last retraction by
+    something other than an optimiser step (``load_state_dict``, ``copy_``, a deep copy), so the forward pass
+    always sees an orthogonal weight. Costs two attribute reads per weight when nothing changed.
+
+    Inside ``torch.compile`` and ``torch.func`` transforms (which forbid mutating captured tensors) the weight
+    is used as it is; retract before entering them (``retract_``) if it was changed outside an optimiser."""
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return
+    stale = []
+    for name in module._riemannian_names:
+        p = module._parameters.get(name)
+        if isinstance(p, nn.Parameter) and getattr(p, "_oj_version", None) != p._version:
+            if not getattr(p, "_oj_manifold", False):  # e.g. a deep copy: restore the schedule
+                _tag(p, module._riemannian_cfg)
+            stale.append(p)
+    if stale:
+        _retract_params(stale, keep_exact=True)
+
+
+def _register_riemannian(module: nn.Module, name: str) -> None:
+    """Mark ``module.<name>`` (a plain Parameter) as kept on the manifold by retraction."""
+    p = module._parameters[name]
+    cfg = dict(getattr(module, "_riemannian_cfg", _DEFAULT_CFG))
+    module._riemannian_cfg = cfg
+    _tag(p, cfg)
+    p._oj_version = p._version  # initialised on the manifold (to the dtype's rounding)
+    names = getattr(module, "_riemannian_names", ())
+    if not names:
+        module.register_forward_pre_hook(_retract_changed)
+    module._riemannian_names = (*names, name)
+
+
+def riemannian_weights(model: nn.Module) -> Iterator[tuple[str, nn.Parameter]]:
+    """Yield (qualified name, parameter) for every weight kept exact by the ``"riemannian"`` map."""
+    for prefix, m in model.named_modules():
+        for name in getattr(m, "_riemannian_names", ()):
+            yield (f"{prefix}.{name}" if prefix else name), m._parameters[name]
+
+
+def configure_retraction(model: nn.Module, every: int = 1, method: str = "polar", tol: float | None = None) -> None:
+    r"""Set the retraction schedule of every ``"riemannian"`` weight in ``model``.
+
+    Args:
+        every: retract after every ``every``-th optimiser step that changes the weight. ``1`` (default) keeps
+            ‖WᵀW − I‖₂ ≤ tol (plus rounding, ≈ eps·√n) at every forward pass. ``k > 1`` amortises the
+            retraction's O(n³) cost over k steps; the guarantee then holds only right after every k-th step,
+            and in between the weight drifts by the optimiser's steps: ‖WᵀW − I‖₂ ≤ 2‖D‖₂ + ‖D‖₂², with D the
+            sum of the (at most k − 1) steps since the last retraction. That is first order in the step size,
+            so it is *near*-orthogonality, not exactness; benchmarks/orthogonal_policy.py measures the largest
+            error along a trajectory.
+        method: ``"polar"`` (Newton–Schulz to the error bound; default) or ``"qr"``.
+        tol: the polar method's bound on ‖WᵀW − I‖₂ in exact arithmetic (default: eps·√n, the rounding level).
+    """
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ValueError(f"every={every!r}: the retraction period must be an integer ≥ 1")
+    if method not in RETRACTIONS:
+        raise ValueError(f"retraction method={method!r} is unknown; choose one of {RETRACTIONS}")
+    if tol is not None and not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol={tol!r}: must be a positive finite number (or None for the rounding level)")
+    cfg = {"every": every, "method": method, "tol": tol}
+    for m in model.modules():
+        if getattr(m, "_riemannian_names", ()):
+            m._riemannian_cfg = dict(cfg)
+            for name in m._riemannian_names:
+                _tag(m._parameters[name], cfg)

@@ -53,10 +53,14 @@ def randomize_(module: nn.Module, generator: torch.Generator | None = None, scal
     * constrained (orthogonal) weights are set to fresh Haar-random orthogonal matrices — through
       ``right_inverse`` under the exact policy — and then, under the exact policy, the unconstrained
       parametrisation tensor is perturbed too (so the parametrisation itself is exercised);
+    * a module with a ``randomize_constrained_(generator)`` method (e.g. :class:`orthojac.nn.OrthogonalConv2d`)
+      moves its own constrained parameters and returns their names;
     * every other floating parameter (biases, breakpoint offsets, scales) gets N(0, scale²) noise added.
     """
     for m in module.modules():
         names = set(getattr(m, "orthogonal_weight_names", ()))
+        hook = getattr(m, "randomize_constrained_", None)  # a module with its own constraint (e.g. a conv)
+        handled = set(hook(generator)) if callable(hook) else set()
         for name in names:
             w = getattr(m, name)
             q = orthogonal_init_(torch.empty_like(w), "qr", generator)
@@ -67,7 +71,7 @@ def randomize_(module: nn.Module, generator: torch.Generator | None = None, scal
             else:
                 w.copy_(q)
         for pname, p in m.named_parameters(recurse=False):
-            if pname in names:
+            if pname in names or pname in handled:
                 continue
             p.add_(scale * torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device))
     return module

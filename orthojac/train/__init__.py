@@ -22,10 +22,12 @@ from .trainer import (
     build_scheduler,
     epoch_permutation,
     lr_factor,
+    param_groups,
     train,
 )
 
 __all__ = ["Trainer", "Callback", "NonFiniteLossError", "train", "RunConfig", "ModelConfig", "DataConfig",
            "OptimConfig", "TrainConfig", "ConfigError", "load_config", "parse_config", "apply_overrides",
            "REGULARIZERS", "register_regularizer", "save_checkpoint", "load_checkpoint", "build_optimizer",
-           "build_scheduler", "lr_factor", "epoch_permutation"]
+           "build_scheduler", "lr_factor", "epoch_permutation",
+           "param_groups"]

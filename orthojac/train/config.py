@@ -10,6 +10,7 @@ parsed as YAML scalars, so ``--set optim.lr=3e-4 --set train.amp=bf16`` work as 
 from __future__ import annotations
 
 import copy
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -110,7 +111,9 @@ class DataConfig(_Strict):
 
 class OptimConfig(_Strict):
     """Optimiser and learning-rate schedule: linear warm-up over ``warmup_steps`` then cosine decay to
-    ``lr·min_lr_ratio`` at the last step (``schedule: constant`` keeps lr after warm-up)."""
+    ``lr·min_lr_ratio`` at the last step (``schedule: constant`` keeps lr after warm-up). The parameters of
+    ``model.body`` (where depth lives) get ``lr·body_scale(depth)`` (:meth:`body_scale`), the stem and head
+    ``lr``."""
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
@@ -122,6 +125,24 @@ class OptimConfig(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    body_lr_scale: float | Literal["depth"] = 1.0
+    body_lr_ref_depth: int = Field(8, ge=1)
+
+    @field_validator("body_lr_scale")
+    @classmethod
+    def _body_scale(cls, v: float | str) -> float | str:
+        if v != "depth" and not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+            raise ValueError(f"must be a positive number or 'depth' (lr·min(1, body_lr_ref_depth/model.depth) "
+                             f"for the body), got {v!r}")
+        return v
+
+    def body_scale(self, depth: int) -> float:
+        """The factor applied to ``lr`` for the parameters of ``model.body``: ``body_lr_scale``, or for
+        ``"depth"`` min(1, body_lr_ref_depth / depth) — the learning-rate scaling with depth that makes deep
+        feedforward orthogonal-Jacobian bodies train (docs/fmnist_depth.md)."""
+        if self.body_lr_scale == "depth":
+            return min(1.0, self.body_lr_ref_depth / depth)
+        return float(self.body_lr_scale)
 
 
 class TrainConfig(_Strict):

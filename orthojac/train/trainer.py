@@ -47,7 +47,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, rng_state, save_chec
 from .config import REGULARIZERS, ConfigError, RunConfig, load_config, parse_config
 
 __all__ = ["Trainer", "Callback", "NonFiniteLossError", "train", "build_optimizer", "build_scheduler", "lr_factor",
-           "epoch_permutation"]
+           "epoch_permutation", "param_groups"]
 
 # keys that may differ between a checkpoint's config and the config given with --resume
 RESUME_MAY_DIFFER = ("train.max_steps", "train.ckpt_every", "train.eval_train", "train.progress", "train.tensorboard",
@@ -105,8 +105,9 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str = "cosine", min_
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Optimizer:
-    """Adam (L2 weight decay), AdamW (decoupled) or SGD (momentum, Nesterov) from an ``OptimConfig``."""
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]], cfg: Any) -> torch.optim.Optimizer:
+    """Adam (L2 weight decay), AdamW (decoupled) or SGD (momentum, Nesterov) from an ``OptimConfig``; ``params``
+    are parameters or parameter groups (:func:`param_groups`)."""
     params = list(params)
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -116,6 +117,21 @@ def build_optimizer(params: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Opt
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay)
     raise ConfigError(f"optim.name: {cfg.name!r} unknown; allowed: adam, adamw, sgd")
+
+
+def param_groups(model: nn.Module, lr: float, body_scale: float = 1.0) -> list[nn.Parameter] | list[dict[str, Any]]:
+    """The optimiser's parameters: all in one group when ``body_scale`` is 1; otherwise two groups, the
+    parameters outside ``model.body`` first (learning rate ``lr``) and those of ``model.body`` (``lr·body_scale``).
+    The schedule multiplies each group's learning rate by the same factor s(t)."""
+    if body_scale == 1.0:
+        return list(model.parameters())
+    body = getattr(model, "body", None)
+    if not isinstance(body, nn.Module):
+        raise ConfigError(f"optim.body_lr_scale: the model ({type(model).__name__}) has no `body` submodule to "
+                          "scale; allowed for such models: 1.0")
+    ids = {id(p) for p in body.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": rest}, {"params": list(body.parameters()), "lr": lr * body_scale}]
 
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: Any, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -206,7 +222,8 @@ class Trainer:
             raise ConfigError(f"data.batch_size: {self.batch_size} with {n} training samples and "
                               f"{self.world_size} processes gives no batch")
         self.total_steps = self.steps_per_epoch * c.train.epochs
-        self.optimizer = build_optimizer(self.model.parameters(), c.optim)
+        self.body_lr_scale = c.optim.body_scale(c.model.depth)
+        self.optimizer = build_optimizer(param_groups(self.model, c.optim.lr, self.body_lr_scale), c.optim)
         self.scheduler = build_scheduler(self.optimizer, c.optim, self.total_steps)
         self._setup_amp()
         self.epoch = 0
@@ -576,6 +593,7 @@ class Trainer:
             summary.update(self.evaluate("train"))
         summary.update({
             "best_metric": self.best["metric"], "best_value": self.best["value"], "best_step": self.best["step"],
+            "body_lr_scale": self.body_lr_scale,
             "seconds": round(self._elapsed(), 2), "device": _device_name(self.device),
             "world_size": self.world_size, "n_params": sum(p.numel() for p in self.model.parameters()),
             **{f"n_{k}": v for k, v in self.data.sizes().items()},

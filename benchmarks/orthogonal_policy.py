@@ -1,0 +1,164 @@
+"""(a) What exact orthogonality costs: one Adam step (zero_grad, forward, loss, backward, step) of a deep body
+under each way of keeping its weights orthogonal, as a ratio to the same network under ``orthogonal="init"``
+(free weights, the plain-layer baseline), timed interleaved in one process.
+
+Variants: ``init``; ``exact`` (orthojac's default exact map ``"riemannian"``: plain forward, batched
+Newton–Schulz polar retraction after every step); ``exact_qr`` (the same with QR); ``exact_every4``
+(retraction every 4th step: near-exact in between, see the max error column); PyTorch's
+``parametrizations.orthogonal`` with ``cayley``, ``matrix_exp``, ``householder``; ``geotorch`` when installed.
+Networks: ``tanh`` (x ↦ tanh(Wx + b), W orthogonal) and ``residual`` (orthojac's OrthoResidual, W used twice).
+``max_orth_err`` is the largest ‖WᵀW − I‖₂ over all layers, measured (float64) after every step taken.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import _bench
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from orthojac.nn import OrthoResidual
+from orthojac.nn.orthogonal import configure_retraction, constrained_weights, register_orthogonal
+
+VARIANTS = {  # name → (policy, exact map, retraction schedule)
+    "init": ("init", "riemannian", None),
+    "exact": ("exact", "riemannian", {"every": 1, "method": "polar"}),
+    "exact_qr": ("exact", "riemannian", {"every": 1, "method": "qr"}),
+    "exact_every4": ("exact", "riemannian", {"every": 4, "method": "polar"}),
+    "torch_cayley": ("exact", "cayley", None),
+    "torch_matrix_exp": ("exact", "matrix_exp", None),
+    "torch_householder": ("exact", "householder", None),
+    "geotorch": ("init", "riemannian", None),
+}
+
+
+class TanhLayer(nn.Module):
+    """x ↦ tanh(Wx + b) with W an orthogonal weight under the given policy (the issue's tanh MLP)."""
+
+    def __init__(self, n: int, policy: str, exact_map: str, generator: torch.Generator) -> None:
+        super().__init__()
+        register_orthogonal(self, "weight", n, n, policy, "qr", exact_map, generator)
+        self.bias = nn.Parameter(torch.zeros(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(F.linear(x, self.weight, self.bias))
+
+
+def build(arch: str, variant: str, width: int, depth: int, device: torch.device) -> nn.Module:
+    policy, exact_map, schedule = VARIANTS[variant]
+    g = torch.Generator().manual_seed(0)
+    if arch == "tanh":
+        layers = [TanhLayer(width, policy, exact_map, g) for _ in range(depth)]
+    else:
+        layers = [OrthoResidual(width, orthogonal=policy, orthogonal_map=exact_map, generator=g) for _ in range(depth)]
+    if variant == "geotorch":
+        import geotorch
+
+        for layer in layers:
+            geotorch.orthogonal(layer, "weight")
+    net = nn.Sequential(*layers, nn.Linear(width, 10)).to(device)
+    if schedule:
+        configure_retraction(net, **schedule)
+    return net
+
+
+def orth_error(net: nn.Module) -> float:
+    """max over layers of ‖WᵀW − I‖₂ (float64)."""
+    with torch.no_grad():
+        ws = [w.detach().double() for name, w in constrained_weights(net)] or \
+             [m.weight.detach().double() for m in net if hasattr(m, "parametrizations")]
+        g = torch.stack([w.mT @ w for w in ws])
+        eig = torch.linalg.eigvalsh(g - torch.eye(g.shape[-1], dtype=g.dtype, device=g.device))
+        return float(eig.abs().max())
+
+
+def measure(arch: str, width: int, depth: int, batch: int, names: list[str], repeats: int,
+            device: torch.device) -> list[dict]:
+    """One row group: every variant of one network, timed interleaved."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, width, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    nets = {v: build(arch, v, width, depth, device) for v in names}
+    opts = {v: torch.optim.Adam(n.parameters(), 1e-3) for v, n in nets.items()}
+    worst = dict.fromkeys(names, 0.0)
+
+    period = {v: (VARIANTS[v][2] or {}).get("every", 1) for v in names}
+
+    def step(v: str) -> None:  # one call = one retraction period (1 step, or k steps for every=k)
+        for _ in range(period[v]):
+            opts[v].zero_grad(set_to_none=True)
+            F.cross_entropy(nets[v](x), y).backward()
+            opts[v].step()
+
+    def after(v: str) -> None:
+        if v != "init":
+            worst[v] = max(worst[v], orth_error(nets[v]))
+
+    t = _bench.interleaved_median({v: (lambda v=v: step(v)) for v in names}, repeats, device, after=after)
+    t = {v: t[v] / period[v] for v in names}  # seconds per step
+    for v in names:  # the error between retractions: untimed steps, measured after every one of them
+        if period[v] > 1:
+            for _ in range(2 * period[v]):
+                opts[v].zero_grad(set_to_none=True)
+                F.cross_entropy(nets[v](x), y).backward()
+                opts[v].step()
+                after(v)
+    rows = []
+    for v in names:
+        rows.append({"arch": arch, "width": width, "depth": depth, "batch": batch, "variant": v,
+                     "ms_per_step": 1e3 * t[v], "ratio_vs_init": t[v] / t["init"],
+                     "max_orth_err": worst[v] if v != "init" else float("nan")})
+        print(f"{arch:8s} n={width:5d} L={depth:5d} B={batch:5d} {v:18s} {1e3 * t[v]:9.1f} ms  "
+              f"{t[v] / t['init']:6.2f}x  err {rows[-1]['max_orth_err']:.2e}", flush=True)
+    return rows
+
+
+def main() -> None:
+    def add(p):
+        p.add_argument("--archs", default="tanh,residual")
+        p.add_argument("--widths", default=None, help="comma list (quick: 64,256; full: 64,256,1024)")
+        p.add_argument("--depths", default=None, help="comma list (quick: 100; full: 10,100,1000)")
+        p.add_argument("--batch", type=int, default=128)
+        p.add_argument("--variants", default=",".join(VARIANTS))
+        p.add_argument("--batch-ablation", default=None,
+                       help="extra batch sizes for init vs exact at the largest width (quick: 1024)")
+    args = _bench.parse_args(__doc__, add)
+    device = _bench.setup(args.device)
+    clock = _bench.Clock()
+    full = args.mode == "full"
+    widths = [int(w) for w in (args.widths or ("64,256,1024" if full else "64,256")).split(",")]
+    depths = [int(d) for d in (args.depths or ("10,100,1000" if full else "100")).split(",")]
+    variants = [v for v in args.variants.split(",") if v]
+    if "geotorch" in variants and importlib.util.find_spec("geotorch") is None:
+        print("geotorch is not installed (pip install 'orthojac[bench]'): skipping that baseline")
+        variants.remove("geotorch")
+    unknown = set(variants) - set(VARIANTS)
+    if unknown or "init" not in variants:
+        raise SystemExit(f"--variants must include 'init' and name only {tuple(VARIANTS)}; got {sorted(unknown)}")
+    repeats = args.repeats or (9 if full else 7)
+    ablation = [int(b) for b in (args.batch_ablation or ("512,2048" if full else "1024")).split(",") if b]
+    slow = {"torch_matrix_exp", "torch_householder"}  # 10-30x init: in quick mode measured at width 64 only
+
+    def names_at(width: int) -> list[str]:
+        return [v for v in variants if full or width <= 64 or v not in slow or args.variants != ",".join(VARIANTS)]
+
+    grid = [(a, w, d, args.batch, names_at(w)) for a in args.archs.split(",") for w in widths for d in depths]
+    grid += [(a, max(widths), 100 if 100 in depths else depths[0], b, ["init", "exact"])
+             for a in args.archs.split(",") for b in ablation]
+    rows = []
+    for arch, width, depth, batch, names in grid:
+        rows += measure(arch, width, depth, batch, names, repeats, device)
+    notes = (f"One Adam step (lr 1e-3) of a depth-L body + linear head, cross-entropy on random data; median of "
+             f"{repeats} interleaved rounds after one warm-up. `ratio_vs_init` = time / time of `init` in the same "
+             "row group. `max_orth_err` = max over layers and over all steps taken of ‖WᵀW − I‖₂ (float64 of the "
+             "weight used by the forward pass). `exact_every4` is near-exact (retracted every 4th step only; "
+             "timed over whole 4-step periods; its error also after the steps in between).")
+    _bench.write_results("orthogonal_policy", "(a) Exact orthogonality: cost per Adam step vs init", rows,
+                         ["arch", "width", "depth", "batch", "variant", "ms_per_step", "ratio_vs_init",
+                          "max_orth_err"], device, args.mode, notes, clock, args.no_write)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""``orthojac reproduce fmnist-depth [--quick|--full]``: accuracy of deep networks on Fashion-MNIST against depth.
+
+The paper's headline claim (arXiv 2508.02882, notes §0b "Experiments"): orthogonal-Jacobian networks — the
+feedforward form without skip connections included — train stably up to 200 layers on Fashion-MNIST, with
+accuracy comparable to standard networks. This runner trains, with one :class:`orthojac.train.Trainer` per
+run, the architectures
+
+    ortho_feedforward_abs, ortho_feedforward_sigma_k, ortho_residual_relu_k   (orthogonal Jacobian)
+    resnet (standard residual), plain_relu (no skip connections)              (baselines)
+
+as MLP bodies (width 128 in full mode) and convolutional bodies (:mod:`orthojac.models.convnet`) at several
+depths, orthogonality policies ("init", "exact") and regulariser weights α (α·Σ‖WWᵀ − I‖²_F,
+:func:`orthojac.regularizers.orthogonality`; baselines have no orthogonal weights, so their policy is
+``none`` and α = 0). The body's learning rate is scaled with depth by default (``lr_scaling=depth``:
+η_body = η·min(1, 8/L), ``optim.body_lr_scale: depth``); rows with ``lr_scaling=constant`` are the ablation.
+
+Writes ``results/fmnist_depth.csv`` (one row per run; rows of the other mode are kept),
+``results/fmnist_depth.md`` (mean ± std over seeds, generated from the CSV), ``results/fmnist_depth_profiles.json``
+(per-layer gradient norms and body Jacobian singular values at initialisation and after training) and the
+figures ``docs/figures/fmnist_depth_{accuracy,gradnorms,spectra}.png``. ``--quick`` (default) is a subset
+for 2 CPU cores; ``--full`` is the whole grid for an accelerator and resumes: runs already in the CSV are
+skipped (``--restart`` redoes them). Quick mode always redoes the selected runs. Only the selected runs' rows are
+ever replaced. See docs/fmnist_depth.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..diagnostics import gradient_norms, jacobian_spectrum
+from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, write_csv
+
+__all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "make_figures",
+           "MODES"]
+
+COLUMNS = ["mode", "body", "arch", "policy", "alpha", "depth", "seed", "test_acc", "train_acc", "epochs", "seconds",
+           "device", "lr_scaling", "body_lr_scale", "width", "n_train", "status", "grad_ratio_init",
+           "grad_ratio_trained"]
+ORTHO_ARCHS = ("ortho_feedforward_abs", "ortho_feedforward_sigma_k", "ortho_residual_relu_k")
+ARCHS = (*ORTHO_ARCHS, "resnet", "plain_relu")
+BODIES = ("mlp", "conv")
+KEY = ("body", "arch", "policy", "alpha", "depth", "seed", "lr_scaling")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the grid (the CSV's key columns)."""
+
+    body: str
+    arch: str
+    policy: str  # "init" | "exact" | "none" (baselines)
+    alpha: float
+    depth: int
+    seed: int
+    lr_scaling: str = "depth"  # "depth" | "constant"
+
+    @property
+    def name(self) -> str:
+        return (f"{self.body}_{self.arch}_{self.policy}_a{self.alpha:g}_L{self.depth}_s{self.seed}"
+                f"_{self.lr_scaling}")
+
+    def key(self) -> tuple[str, ...]:
+        return tuple(str(v) for v in (self.body, self.arch, self.policy, f"{self.alpha:g}", self.depth, self.seed,
+                                      self.lr_scaling))
+
+
+# mode → settings. Data: a seeded subset of the training file (no validation split: the test set is only
+# reported, never used to choose anything) and of the test file.
+MODES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "mlp": {"width": 64, "n_train": 5000, "n_test": 2000, "epochs": 3},
+        "conv": {"width": 4, "n_train": 2000, "n_test": 1000, "epochs": 2},
+        "seeds": (0,), "lr": 2e-3, "batch_size": 128, "warmup_steps": 10, "profile_depth": 200,
+    },
+    "full": {
+        "mlp": {"width": 128, "n_train": None, "n_test": None, "epochs": 20},
+        "conv": {"width": 16, "n_train": None, "n_test": None, "epochs": 20},
+        "seeds": (0, 1, 2), "lr": 2e-3, "batch_size": 128, "warmup_steps": 200, "profile_depth": 200,
+    },
+}
+
+
+def grid(mode: str) -> list[Run]:
+    """The runs of a mode.
+
+    quick: MLP at depths {8, 32, 200}, every architecture (policy init, α = 0, depth-scaled lr), plus at depth 200
+    the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr under both policies
+    (the ablation);
+    conv at depth 8, every architecture, plus the exact feedforward form; conv at depth 32 for the feedforward |·|
+    form, resnet and plain ReLU. One seed.
+
+    full: bodies {mlp, conv} × depths {8, 16, 32, 64, 128, 200, 500, 1000} × seeds {0, 1, 2}; every orthogonal
+    architecture under policies {init, exact} × α {0, 1e-3}; the baselines once (policy none, α 0); and the
+    constant-lr ablation for the orthogonal architectures (policy init, α 0)."""
+    if mode == "quick":
+        runs = [Run("mlp", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, d, 0)
+                for d in (8, 32, 200) for a in ARCHS]
+        runs += [Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0),
+                 Run("mlp", "ortho_feedforward_abs", "init", 1e-3, 200, 0),
+                 Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant"),
+                 Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0, "constant")]
+        runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 8, 0) for a in ARCHS]
+        runs += [Run("conv", "ortho_feedforward_abs", "exact", 0.0, 8, 0)]
+        runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 32, 0)
+                 for a in ("ortho_feedforward_abs", "resnet", "plain_relu")]
+        return runs
+    if mode != "full":
+        raise ValueError(f"mode {mode!r} is unknown; choose one of {tuple(MODES)}")
+    runs = []
+    for body in BODIES:
+        for depth in (8, 16, 32, 64, 128, 200, 500, 1000):
+            for seed in MODES["full"]["seeds"]:
+                for arch in ARCHS:
+                    if arch not in ORTHO_ARCHS:
+                        runs.append(Run(body, arch, "none", 0.0, depth, seed))
+                        continue
+                    runs += [Run(body, arch, policy, alpha, depth, seed)
+                             for policy in ("init", "exact") for alpha in (0.0, 1e-3)]
+                    runs.append(Run(body, arch, "init", 0.0, depth, seed, "constant"))
+    return runs
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def gradient_profile(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """‖∂L/∂x_ℓ‖ for ℓ = 0 … L (x₀ the body's input, x_ℓ the output of body layer ℓ — downsampling layers
+    included), mean over the batch, for the cross-entropy L of the batch (x, y)
+    (:func:`orthojac.diagnostics.gradient_norms`)."""
+    return [float(v) for v in gradient_norms(model, F.cross_entropy, (x, y)).activation]
+
+
+def body_spectrum(model: torch.nn.Module, x: torch.Tensor, exact_dim: int = 2048, k: int = 8
+                  ) -> tuple[list[list[float]], str]:
+    """Singular values of the body's Jacobian ∂x_L/∂x₀ at the body inputs of the samples x, in float64
+    (:func:`orthojac.diagnostics.jacobian_spectrum`), one descending list per sample, and the method: the
+    whole spectrum (``"exact"``) when the body's input has at most ``exact_dim`` entries (MLP bodies, the quick
+    conv body), otherwise the k largest and k smallest (``"lanczos"``)."""
+    body = copy.deepcopy(model.body).double()  # a copy: casting the model itself would round its weights
+    with torch.no_grad():
+        h0 = model.stem(x).double()
+    big = h0[0].numel() > exact_dim
+    res = jacobian_spectrum(body, h0, method="lanczos" if big else "exact", k=k if big else None)
+    return res.singular_values.tolist(), res.method
+
+
+# ----------------------------------------------------------------------------- one run
+def run_config(r: Run, mode: str, settings: dict[str, Any], device: str, runs_dir: Path,
+               data_root: str | None) -> dict[str, Any]:
+    """The validated-config mapping (docs/training.md) of run ``r``."""
+    b = settings[r.body]
+    return {
+        "name": r.name, "output": str(runs_dir / mode / r.name),
+        "model": {"body": r.body, "arch": r.arch, "width": b["width"], "depth": r.depth,
+                  "policy": "init" if r.policy == "none" else r.policy, "seed": r.seed},
+        "data": {"dataset": "fashion-mnist", "root": data_root, "n_train": b["n_train"], "n_test": b["n_test"],
+                 "val_fraction": 0.0, "batch_size": settings["batch_size"], "seed": 0},
+        "optim": {"name": "adam", "lr": settings["lr"], "warmup_steps": settings["warmup_steps"],
+                  "schedule": "cosine", "body_lr_scale": "depth" if r.lr_scaling == "depth" else 1.0,
+                  "body_lr_ref_depth": 8},
+        "regularizers": {"orthogonality": r.alpha} if r.alpha > 0 else {},
+        "train": {"epochs": b["epochs"], "seed": r.seed, "device": device, "progress": False, "checkpoints": False,
+                  "tensorboard": False, "eval_train": True, "log_every": 50},
+    }
+
+
+def run_one(r: Run, mode: str, settings: dict[str, Any], data: Any, device: str, runs_dir: Path,
+            data_root: str | None, profile: bool = False, spectra: bool = False
+            ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Train one run; return its CSV row and (when ``profile``) its gradient-norm profiles, with the body
+    Jacobian's singular values on 4 training samples when ``spectra``."""
+    from ..train import NonFiniteLossError, Trainer
+
+    cfg = run_config(r, mode, settings, device, runs_dir, data_root)
+    trainer = Trainer(cfg, data=data)
+    model = trainer.model
+    xb, yb = (t[:256].to(trainer.device) for t in data.train)
+    g0 = gradient_profile(model, xb, yb)
+    prof: dict[str, Any] | None = None
+    if profile:
+        prof = {"run": asdict(r), "grad_init": g0}
+        if spectra:
+            prof["spectrum_init"], prof["spectrum_method"] = body_spectrum(model, xb[:4])
+    t0 = time.time()
+    try:
+        summary = trainer.fit()
+        status = "completed"
+        test_acc, train_acc = summary.get("test_acc"), summary.get("train_acc")
+    except NonFiniteLossError:
+        status = "diverged"
+        test_acc = trainer.evaluate("test")["test_acc"]
+        train_acc = trainer.evaluate("train")["train_acc"]
+    seconds = time.time() - t0
+    g1 = gradient_profile(model, xb, yb)
+    if prof is not None:
+        prof.update(grad_trained=g1, test_acc=test_acc)
+        if spectra:
+            prof["spectrum_trained"] = body_spectrum(model, xb[:4])[0]
+    ratio = lambda g: g[0] / g[-1] if g[-1] > 0 and math.isfinite(g[0]) else float("nan")  # noqa: E731
+    row = {
+        "mode": mode, "body": r.body, "arch": r.arch, "policy": r.policy, "alpha": f"{r.alpha:g}", "depth": r.depth,
+        "seed": r.seed, "test_acc": round(float(test_acc), 4), "train_acc": round(float(train_acc), 4),
+        "epochs": trainer.epoch, "seconds": round(seconds, 1), "device": device_name(trainer.device),
+        "lr_scaling": r.lr_scaling, "body_lr_scale": f"{trainer.body_lr_scale:.4g}",
+        "width": settings[r.body]["width"], "n_train": len(data.train[1]), "status": status,
+        "grad_ratio_init": f"{ratio(g0):.4g}", "grad_ratio_trained": f"{ratio(g1):.4g}",
+    }
+    return row, prof
+
+
+# ----------------------------------------------------------------------------- the runner
+def _filter(runs: list[Run], args: argparse.Namespace) -> list[Run]:
+    keep = runs
+    if args.bodies:
+        keep = [r for r in keep if r.body in args.bodies]
+    if args.archs:
+        keep = [r for r in keep if r.arch in args.archs]
+    if args.depths:
+        keep = [r for r in keep if r.depth in args.depths]
+    if args.seeds:
+        keep = [r for r in keep if r.seed in args.seeds]
+    if args.policies:
+        keep = [r for r in keep if r.policy in args.policies]
+    if args.alphas:
+        keep = [r for r in keep if r.alpha in args.alphas]
+    if args.lr_scalings:
+        keep = [r for r in keep if r.lr_scaling in args.lr_scalings]
+    return keep
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``orthojac reproduce fmnist-depth``."""
+    from tqdm import tqdm
+
+    from ..data import load_splits
+
+    mode = args.mode
+    settings = json.loads(json.dumps(MODES[mode]))  # a deep copy
+    for body in BODIES:
+        if args.epochs is not None:
+            settings[body]["epochs"] = args.epochs
+        if args.n_train is not None:
+            settings[body]["n_train"] = args.n_train
+        if args.n_test is not None:
+            settings[body]["n_test"] = args.n_test
+    if args.width is not None:
+        settings["mlp"]["width"] = args.width
+    if args.conv_width is not None:
+        settings["conv"]["width"] = args.conv_width
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = Path(args.results)
+    csv_path, md_path = out / "fmnist_depth.csv", out / "fmnist_depth.md"
+    prof_path = out / "fmnist_depth_profiles.json"
+    runs = _filter(grid(mode), args)
+    if not runs:
+        raise ValueError("the filters (--bodies/--archs/--depths/--seeds/--policies/--alphas/--lr-scalings) leave "
+                         "no run")
+    restart = mode == "quick" or args.restart
+    selected = {r.key() for r in runs}
+    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+    profiles.setdefault(mode, [])
+    if restart:  # the selected runs' old rows and profiles go; every other row stays
+        if csv_path.exists():
+            write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
+                       or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
+        profiles[mode] = [p for p in profiles[mode] if Run(**p["run"]).key() not in selected]
+    done = {tuple(str(row[k]) for k in KEY) for row in read_csv(csv_path) if row["mode"] == mode} \
+        if csv_path.exists() else set()
+    todo = [r for r in runs if r.key() not in done]
+    print(f"fmnist-depth --{mode}: {len(todo)} runs ({len(runs) - len(todo)} already in {csv_path}) on "
+          f"{device_name(device)}")
+    data_cache: dict[str, Any] = {}
+    cpu0, wall0 = time.process_time(), time.time()
+    bar = tqdm(todo, desc=f"fmnist-depth {mode}", unit="run", dynamic_ncols=True)
+    for r in bar:
+        bar.set_postfix_str(r.name, refresh=True)
+        b = settings[r.body]
+        dkey = f"{b['n_train']}_{b['n_test']}"
+        if dkey not in data_cache:
+            data_cache[dkey] = load_splits("fashion-mnist", args.data_root, n_train=b["n_train"], n_test=b["n_test"],
+                                           val_fraction=0.0, seed=0, progress=False)
+        profile = (r.depth == settings["profile_depth"] or r.depth == max(x.depth for x in runs if x.body == r.body)) \
+            and r.seed == runs[0].seed and r.alpha == 0 and r.policy in ("init", "none") and r.lr_scaling == "depth"
+        row, prof = run_one(r, mode, settings, data_cache[dkey], device, Path(args.runs_dir), args.data_root, profile,
+                            spectra=not args.no_spectra)
+        tqdm.write(f"  {r.name}: test {row['test_acc']:.4f} train {row['train_acc']:.4f} [{row['status']}, "
+                   f"{row['seconds']} s]")
+        append_csv([row], csv_path, COLUMNS)
+        if prof is not None:
+            profiles[mode] = [p for p in profiles[mode] if p["run"] != prof["run"]] + [prof]
+            prof_path.parent.mkdir(parents=True, exist_ok=True)
+            prof_path.write_text(json.dumps(profiles) + "\n")
+    bar.close()
+    cpu, wall = time.process_time() - cpu0, time.time() - wall0
+    write_table(csv_path, md_path)
+    figs = make_figures(csv_path, prof_path, Path(args.figures), mode)
+    print(f"wrote {csv_path}, {md_path}, {prof_path}, {', '.join(str(f) for f in figs)}")
+    print(f"{mode} mode: {len(todo)} runs, {cpu:.0f} s CPU time (this process), {wall:.0f} s wall, "
+          f"{os.cpu_count()} cores")
+    return 0
+
+
+def write_table(csv_path: Path, md_path: Path) -> Path:
+    """results/fmnist_depth.md: mean ± std over seeds for each (mode, body, arch, policy, α, lr scaling, depth)."""
+    rows = read_csv(csv_path)
+    order = {a: i for i, a in enumerate(ARCHS)}
+    rows.sort(key=lambda r: (r["mode"], r["body"], int(r["depth"]), order.get(r["arch"], 99), r["policy"],
+                             float(r["alpha"]), r["lr_scaling"], int(r["seed"])))
+    tmp = csv_path.with_name(csv_path.stem + ".sorted.csv")
+    write_csv(rows, tmp, COLUMNS)
+    try:
+        csv_to_markdown(tmp, md_path, ["mode", "body", "depth", "arch", "policy", "alpha", "lr_scaling"],
+                        ["test_acc", "train_acc", "grad_ratio_init", "grad_ratio_trained", "seconds"],
+                        title="Fashion-MNIST: accuracy against depth",
+                        note="Written by `orthojac reproduce fmnist-depth` (see docs/fmnist_depth.md). "
+                             "Accuracies are fractions; grad_ratio = ‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ over the body "
+                             "(1 = no vanishing or exploding); mean ± std over seeds; n = runs. Device: "
+                             + ", ".join(sorted({r["device"] for r in rows})) + ".")
+    finally:
+        tmp.unlink(missing_ok=True)
+    text = md_path.read_text().replace(f"`{tmp.as_posix()}`", f"`{csv_path.as_posix()}`")
+    md_path.write_text(text)
+    return md_path
+
+
+def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> list[Path]:
+    """Accuracy vs depth (per body), gradient norm vs layer (init / trained) and body Jacobian singular values
+    (init / trained) for the profiled runs of ``mode``."""
+    pyplot = plt()
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    rows = [r for r in read_csv(csv_path) if r["mode"] == mode]
+    paths = []
+    bodies = [b for b in BODIES if any(r["body"] == b for r in rows)]
+    fig, axes = pyplot.subplots(1, max(1, len(bodies)), figsize=(6.5 * max(1, len(bodies)), 4.5), squeeze=False)
+    for ax, body in zip(axes[0], bodies, strict=False):
+        series: dict[str, dict[int, list[float]]] = {}
+        for r in rows:
+            if r["body"] != body:
+                continue
+            label = r["arch"] + ("" if r["policy"] in ("init", "none") else f" [{r['policy']}]") + \
+                ("" if float(r["alpha"]) == 0 else f" α={r['alpha']}") + \
+                ("" if r["lr_scaling"] == "depth" else " [constant lr]")
+            series.setdefault(label, {}).setdefault(int(r["depth"]), []).append(float(r["test_acc"]))
+        for label, pts in sorted(series.items()):
+            ds = sorted(pts)
+            mean = [sum(pts[d]) / len(pts[d]) for d in ds]
+            std = [(sum((v - m) ** 2 for v in pts[d]) / max(1, len(pts[d]) - 1)) ** 0.5 for d, m in zip(ds, mean,
+                                                                                                   strict=True)]
+            style = "--" if ("[" in label or "α" in label) else "-"
+            ax.errorbar(ds, mean, yerr=std, marker="o", linestyle=style, capsize=3, label=label)
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+        ax.set(xscale="log", xlabel="depth L (body layers)", ylabel="test accuracy", ylim=(0, 1),
+               title=f"Fashion-MNIST, {body} body ({mode} mode)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(fig_dir / "fmnist_depth_accuracy.png")
+    fig.savefig(paths[-1], dpi=110)
+    pyplot.close(fig)
+
+    profiles = json.loads(prof_path.read_text()).get(mode, []) if prof_path.exists() else []
+    if profiles:
+        fig, (a0, a1) = pyplot.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for p in profiles:
+            lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
+            a0.semilogy(p["grad_init"], label=lab)
+            a1.semilogy(p["grad_trained"], label=lab)
+        a0.set(xlabel="layer ℓ", ylabel="‖∂L/∂x_ℓ‖ (mean over 256 samples)", title="at initialisation")
+        a1.set(xlabel="layer ℓ", title="after training")
+        a0.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(fig_dir / "fmnist_depth_gradnorms.png")
+        fig.savefig(paths[-1], dpi=110)
+        pyplot.close(fig)
+
+        fig, (a0, a1) = pyplot.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+        for p in profiles:
+            if not p.get("spectrum_init"):
+                continue
+            lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
+            for ax, key in ((a0, "spectrum_init"), (a1, "spectrum_trained")):
+                sv = [max(v, 1e-30) for v in p[key][0]]
+                lanczos = p.get("spectrum_method") == "lanczos"  # the k largest and k smallest only
+                kw = {"marker": ".", "ls": ":"} if lanczos else {}
+                shown = lab + (" (extremes)" if lanczos else "")
+                line, = ax.semilogy(range(1, len(sv) + 1), sv, label=shown, **kw)
+                for other in p[key][1:]:
+                    ax.semilogy(range(1, len(other) + 1), [max(v, 1e-30) for v in other], color=line.get_color(),
+                                alpha=0.3, lw=0.8)
+        a0.set(xlabel="index i (extremes: the 8 largest, then the 8 smallest)", ylabel="σ_i(∂x_L/∂x₀)",
+               title="body Jacobian singular values at initialisation")
+        a1.set(xlabel="index i", title="after training")
+        a0.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(fig_dir / "fmnist_depth_spectra.png")
+        fig.savefig(paths[-1], dpi=110)
+        pyplot.close(fig)
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="directory with the Fashion-MNIST files (default: searched)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--results", default=str(RESULTS_DIR), help="where the CSV/Markdown/JSON go (default results)")
+    p.add_argument("--figures", default="docs/figures", help="where the figures go (default docs/figures)")
+    p.add_argument("--runs-dir", default="runs/fmnist_depth", help="the runs' directories (metrics.jsonl, summary)")
+    p.add_argument("--bodies", nargs="+", choices=BODIES, help="only these bodies")
+    p.add_argument("--archs", nargs="+", choices=ARCHS, help="only these architectures")
+    p.add_argument("--depths", nargs="+", type=int, help="only these depths (of the mode's grid)")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (of the mode's grid)")
+    p.add_argument("--policies", nargs="+", choices=("init", "exact", "none"), help="only these policies")
+    p.add_argument("--alphas", nargs="+", type=float, help="only these regulariser weights α")
+    p.add_argument("--lr-scalings", nargs="+", choices=("depth", "constant"), help="only these lr scalings")
+    p.add_argument("--epochs", type=int, help="override the mode's epochs")
+    p.add_argument("--n-train", type=int, help="override the mode's training-set size")
+    p.add_argument("--n-test", type=int, help="override the mode's test-set size")
+    p.add_argument("--width", type=int, help="override the MLP width")
+    p.add_argument("--conv-width", type=int, help="override the conv body's first-stage channels")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
+    p.add_argument("--restart", action="store_true", help="full mode: redo runs already in the CSV")
+    p.add_argument("--no-spectra", action="store_true",
+                   help="skip the body Jacobian spectra of the profiled runs (gradient norms are still measured)")

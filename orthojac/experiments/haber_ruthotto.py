@@ -1,0 +1,398 @@
+"""Haber & Ruthotto, "Stable Architectures for Deep Neural Networks" (arXiv 1705.03341): Figures 1–6 and Table 1.
+
+* Figure 1 — Example 1: forward-Euler ResNet (Eq. 2.1), N = 10, h = 0.1, constant K₊, K₋, K₀ (Eq. 3.10);
+* Figure 2 — Example 2: leapfrog (K₋, h = 1) and Verlet (h = 0.1) at N = 500 and 5000. The paper's Verlet
+  matrix K_v was not recovered (notes §5); we use K₋ for it too;
+* Figure 3 — best validation accuracy per multilevel level for ResNet, antisymmetric and Verlet networks on
+  ellipses, swiss roll and peaks (settings of notes §10: widths, T, α, tanh, logistic/softmax);
+* Figures 4–6 — data, propagated features y_N and decision regions of the Verlet network at the last level;
+* Table 1 — training/validation error at N = 4, 8, 16 on MNIST-format images (Fashion-MNIST; MNIST too when its
+  files are found), 3×3 convolutions, T = 6, time smoothness 0.005, Laplacian smoothness 0.01 on the classifier.
+
+Each (data set, architecture, optimiser) is trained level by level (``orthojac.train.multilevel``) by Adam and
+by the paper's block coordinate descent (``orthojac.train.newton_cg``). **Quick** (default): levels N = 4 … 32,
+Adam on all three 2-D sets (leapfrog too on ellipses), Newton-CG on ellipses; Table 1 on a 14×14 average-pooled
+subset (2000 train / 1000 validation, 4 channels, Adam only). **Full**: N = 4 … 1024, both optimisers on every
+set and architecture (leapfrog included), Table 1 at 28×28 with 6 channels on the 50 000 / 10 000 split with
+both optimisers. Writes ``results/haber_ruthotto.csv`` (one row per level; accuracies are fractions), a
+Markdown table generated from it, and the figures under ``docs/figures/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..data import load_splits, make_toy2d
+from ..models import create_stable_model
+from ..nn import create_dynamics
+from ..regularizers import grid_operator, spatial_smoothness
+from ..train.multilevel import fit_adam, train_multilevel
+from ..train.newton_cg import NewtonCGConfig, fit_newton_cg
+from . import common
+
+COLUMNS = ["dataset", "arch", "layers", "optimizer", "train_acc", "val_acc", "seconds", "val_acc_prolonged",
+           "train_err", "val_err", "width", "T", "h", "alpha", "iterations", "n_train", "n_val", "mode", "device"]
+TOY = ("ellipses", "swiss_roll", "peaks")
+IMAGES = ("fmnist", "mnist")
+OPTIMIZERS = ("adam", "newton_cg")
+
+
+@dataclass(frozen=True)
+class ToySetting:
+    """Notes §10: width per architecture (Verlet: 2), final time T, time-smoothness α. Adam's learning rate and
+    quick-mode epochs per level are ours (measured on swiss roll, Verlet, N = 4…32: lr 0.05 → best validation
+    accuracy 0.73, lr 0.01 → 0.996 with 60 epochs)."""
+
+    width: int
+    opening: str
+    T: float
+    alpha: float
+    adam_lr: float
+    quick_epochs: int
+
+
+TOY_SETTINGS = {
+    "ellipses": ToySetting(2, "identity", 20.0, 1e-3, 0.01, 40),
+    "swiss_roll": ToySetting(4, "pad", 20.0, 5e-3, 0.01, 60),
+    "peaks": ToySetting(8, "repeat", 5.0, 5e-6, 0.05, 25),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", nargs="+", choices=(*TOY, "fmnist"), default=None,
+                   help="restrict to these data sets (fmnist = Table 1, which adds mnist when its files exist)")
+    p.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=None, help="restrict the optimisers")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", type=Path, default=common.RESULTS_DIR)
+    p.add_argument("--figures-dir", type=Path, default=Path("docs/figures"))
+    p.add_argument("--no-figures", action="store_true", help="skip the figures")
+    p.add_argument("--progress", action="store_true", help="progress bars for every fit")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+
+
+# ---------------------------------------------------------------------------------------------- plans
+def toy_plan(mode: str) -> list[tuple[str, str, str]]:
+    """(dataset, arch, optimizer) runs of Figure 3 in this mode."""
+    archs = ("resnet", "antisymmetric", "verlet")
+    runs = []
+    for ds in TOY:
+        extra = ("leapfrog",) if mode == "full" or ds == "ellipses" else ()
+        for arch in (*archs, *extra):
+            runs.append((ds, arch, "adam"))
+            if mode == "full" or (ds == "ellipses" and arch != "leapfrog"):
+                runs.append((ds, arch, "newton_cg"))
+    return runs
+
+
+def levels(mode: str, images: bool = False) -> list[int]:
+    if images:
+        return [4, 8, 16]
+    return [4, 8, 16, 32] if mode == "quick" else [2 ** k for k in range(2, 11)]
+
+
+def _dynamics_kw(arch: str, seed: int) -> dict[str, Any]:
+    """Initial weights at the coarsest level (not in the paper): Verlet K = I, b = 0 (Meganet); the others
+    K ~ N(0, 1/fan_in) — zero weights are a saddle point where the Gauss–Newton step does not move (measured)."""
+    if arch == "verlet":
+        return {"init": "identity"}
+    return {"init": "random", "init_scale": 1.0, "generator": torch.Generator().manual_seed(seed)}
+
+
+# ---------------------------------------------------------------------------------------------- 2-D runs
+def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
+            device: torch.device | str = "cpu") -> tuple[list[dict], Any]:
+    st = TOY_SETTINGS[ds]
+    xt, yt, xv, yv = (t.to(device) for t in make_toy2d(ds, seed=seed))
+    classes = int(yt.max()) + 1
+    width = 2 if arch == "verlet" else st.width
+    opening = "identity" if width == 2 else st.opening
+    lv = levels(mode)
+    model = create_stable_model(arch, 2, classes, width, lv[0], st.T, opening=opening, dtype=torch.float64,
+                                **_dynamics_kw(arch, seed)).to(device)
+    g = torch.Generator().manual_seed(seed)
+    if opt == "adam":
+        epochs = st.quick_epochs if mode == "quick" else 200
+        bs = 200 if ds == "peaks" else 64
+
+        def fit(m, n):
+            return fit_adam(m, (xt, yt, xv, yv), epochs=epochs, lr=st.adam_lr, batch_size=bs, alpha=st.alpha,
+                            generator=g, progress=progress, desc=f"{ds}/{arch}/adam N={n}")
+        iters = epochs
+    else:
+        cfg = NewtonCGConfig(iterations=10 if mode == "quick" else 50, batch_size=500, alpha=st.alpha)
+
+        def fit(m, n):
+            return fit_newton_cg(m, (xt, yt, xv, yv), cfg, generator=g, progress=progress,
+                                 desc=f"{ds}/{arch}/ncg N={n}")
+        iters = cfg.iterations
+    kept: dict[str, Any] = {}
+
+    def keep_best(lr) -> None:  # a copy of the network at its best level (the model itself is prolonged on)
+        if "level" not in kept or lr.fit.val_acc > kept["level"].fit.val_acc:
+            kept["level"], kept["model"] = lr, copy.deepcopy(model)
+
+    res = train_multilevel(model, lv, fit, xv, yv, on_level=keep_best)
+    rows = [_row(ds, arch, opt, r, width, st.T, st.alpha, iters, len(yt), len(yv), mode, device) for r in res]
+    return rows, (kept["model"], res, kept["level"], (xt, yt, xv, yv))
+
+
+def _row(ds, arch, opt, r, width, T, alpha, iters, n_train, n_val, mode, device) -> dict[str, Any]:
+    return {"dataset": ds, "arch": arch, "layers": r.layers, "optimizer": opt, "train_acc": round(r.fit.train_acc, 5),
+            "val_acc": round(r.fit.val_acc, 5), "seconds": round(r.fit.seconds, 2),
+            "val_acc_prolonged": round(r.val_acc_prolonged, 5), "train_err": round(1 - r.fit.train_acc, 5),
+            "val_err": round(1 - r.fit.val_acc, 5), "width": width, "T": T, "h": r.h, "alpha": alpha,
+            "iterations": iters, "n_train": n_train, "n_val": n_val, "mode": mode, "device": common.device_name(device)}
+
+
+# ---------------------------------------------------------------------------------------------- Table 1
+def image_runs(mode: str) -> list[str]:
+    """fmnist always; mnist when its files are found (never downloaded)."""
+    out = ["fmnist"]
+    try:
+        from ..data import locate
+
+        locate("mnist", "train")
+        out.append("mnist")
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
+               device: torch.device | str = "cpu") -> list[dict]:
+    name = "fashion-mnist" if ds == "fmnist" else "mnist"
+    if mode == "quick":
+        d = load_splits(name, n_train=2000, n_val=1000, n_test=1, val_fraction=1 / 6, seed=seed, progress=False)
+        pool, channels, epochs = 2, 4, 5
+    else:
+        d = load_splits(name, val_fraction=1 / 6, n_test=1, seed=seed, progress=False)  # 50 000 / 10 000
+        pool, channels, epochs = 1, 6, 30
+    xt, yt = d.train
+    xv, yv = d.val
+    if pool > 1:
+        xt, xv = F.avg_pool2d(xt, pool), F.avg_pool2d(xv, pool)
+    xt, yt, xv, yv = xt.to(device), yt.to(device), xv.to(device), yv.to(device)
+    hh, ww = xt.shape[-2:]
+    T, alpha, alpha_w = 6.0, 5e-3, 1e-2
+    lap = grid_operator(hh, ww, "laplacian").float().to(device)
+    lv = levels(mode, images=True)
+    model = create_stable_model(arch, 1, 10, channels, lv[0], T, opening="repeat", spatial=(hh, ww),
+                                **_dynamics_kw(arch, seed)).to(device)
+    g = torch.Generator().manual_seed(seed)
+    data = (xt, yt, xv, yv)
+    if opt == "adam":
+        def fit(m, n):
+            return fit_adam(m, data, epochs=epochs, lr=0.01, batch_size=100, alpha=alpha, generator=g,
+                            progress=progress, desc=f"{ds}/{arch}/adam N={n}",
+                            penalty=lambda mm: alpha_w * spatial_smoothness(mm.classifier.weight, lap, channels))
+        iters = epochs
+    else:
+        cfg = NewtonCGConfig(iterations=10 if mode == "quick" else 40, batch_size=len(yt), curvature_fraction=min(
+            1.0, 5000 / len(yt)), newton_its=5, newton_cg_its=10, gn_cg_its=20, alpha=alpha, alpha_w=alpha_w)
+
+        def fit(m, n):
+            return fit_newton_cg(m, data, cfg, classifier_operator=lap, generator=g, progress=progress,
+                                 desc=f"{ds}/{arch}/ncg N={n}")
+        iters = cfg.iterations
+    res = train_multilevel(model, lv, fit, xv, yv)
+    return [_row(ds, arch, opt, r, channels, T, alpha, iters, len(yt), len(yv), mode, device) for r in res]
+
+
+# ---------------------------------------------------------------------------------------------- figures
+K_PLUS = [[2.0, -2.0], [0.0, 2.0]]
+K_MINUS = [[-2.0, 0.0], [2.0, -2.0]]
+K_ZERO = [[0.0, -1.0], [1.0, 0.0]]
+
+
+def _constant_net(arch: str, k: list[list[float]], n: int, h: float):
+    m = create_dynamics(arch, 2, n, n * h, dtype=torch.float64)
+    with torch.no_grad():
+        m.K.copy_(torch.tensor(k, dtype=torch.float64).expand_as(m.K))
+    return m
+
+
+def figure1(path: Path) -> Path:
+    """Example 1: ResNet (row form Y K, Eq. 2.1), N = 10, h = 0.1, over the field σ(yᵀK)."""
+    plt = common.plt()
+    y0 = torch.tensor([[0.1, 0.1], [-0.1, -0.1], [0.0, 0.5]], dtype=torch.float64)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    for ax, (name, k) in zip(axes, (("K₊", K_PLUS), ("K₋", K_MINUS), ("K₀", K_ZERO))):
+        net = _constant_net("resnet", k, 10, 0.1)
+        with torch.no_grad():
+            tr = torch.stack(net.trajectory(y0))  # (N+1, 3, 2)
+        lim = max(0.6, float(tr.abs().max()) * 1.1)
+        g = torch.linspace(-lim, lim, 15, dtype=torch.float64)
+        gx, gy = torch.meshgrid(g, g, indexing="xy")
+        pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
+        field = torch.tanh(pts @ torch.tensor(k, dtype=torch.float64))
+        ax.quiver(pts[:, 0], pts[:, 1], field[:, 0], field[:, 1], color="k", alpha=0.5)
+        for i, c in enumerate(("tab:blue", "tab:red", "tab:green")):
+            ax.plot(tr[:, i, 0], tr[:, i, 1], "o-", color=c, ms=3)
+        ax.set_title(f"ResNet, {name}, N = 10, h = 0.1")
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def figure2(path: Path) -> Path:
+    """Example 2: leapfrog (K₋, h = 1) and Verlet (K₋ standing in for K_v, h = 0.1), N = 500 and 5000."""
+    plt = common.plt()
+    y0 = torch.tensor([[0.1, 0.1], [-0.1, -0.1]], dtype=torch.float64)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    for ax, (arch, h, n) in zip(axes, (("leapfrog", 1.0, 500), ("leapfrog", 1.0, 5000), ("verlet", 0.1, 500),
+                                       ("verlet", 0.1, 5000))):
+        with torch.no_grad():
+            tr = torch.stack(_constant_net(arch, K_MINUS, n, h).trajectory(y0))
+        for i, c in enumerate(("tab:blue", "tab:red")):  # leapfrog at h = 1 jumps: points, not lines
+            ax.plot(tr[:, i, 0], tr[:, i, 1], "." if arch == "leapfrog" else "-", color=c, lw=0.6, ms=1.5)
+        ax.set_title(f"{arch}, K₋, h = {h:g}, N = {n}")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def example2_norms(path: Path) -> Path:
+    """Example 2 in numbers: the largest feature norm of the two inputs in each window of 500 layers (N = 5000),
+    for leapfrog with K₋ (h = 1), leapfrog with K = −CᵀC, C = [[1, 0.5], [0, 1]] (h = 1), Verlet with K₋
+    (h = 0.1). Written to a CSV (Markdown generated from it)."""
+    y0 = torch.tensor([[0.1, 0.1], [-0.1, -0.1]], dtype=torch.float64)
+    rows = []
+    cases = (("leapfrog K-", _constant_net("leapfrog", K_MINUS, 5000, 1.0)),
+             ("leapfrog -C^T C", create_dynamics("leapfrog", 2, 5000, 5000.0, negdef=True, dtype=torch.float64)),
+             ("verlet K-", _constant_net("verlet", K_MINUS, 5000, 0.1)))
+    with torch.no_grad():
+        cases[1][1].C.copy_(torch.tensor([[1.0, 0.5], [0.0, 1.0]], dtype=torch.float64).expand_as(cases[1][1].C))
+        for name, net in cases:
+            norms = torch.stack([t.norm(dim=1).max() for t in net.trajectory(y0)])[1:].reshape(10, 500)
+            for i, w in enumerate(norms):
+                rows.append({"network": name, "h": net.h, "layers_from": 500 * i + 1, "layers_to": 500 * (i + 1),
+                             "max_norm": float(w.max()), "min_norm": float(w.min())})
+    common.write_csv(rows, path)
+    common.csv_to_markdown(path, path.with_suffix(".md"), ["network", "h", "layers_from", "layers_to"],
+                           ["max_norm", "min_norm"], title="Example 2: feature norms over N = 5000 layers",
+                           note="Command: `orthojac reproduce haber-ruthotto` (any mode). Input norm 0.1414.")
+    return path
+
+
+ARCH_COLORS = {"resnet": "tab:blue", "antisymmetric": "tab:orange", "verlet": "tab:green", "leapfrog": "tab:red"}
+
+
+def figure3(rows: list[dict], path: Path) -> Path:
+    """Best validation accuracy per level, one panel per 2-D data set."""
+    plt = common.plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, ds in zip(axes, TOY):
+        for key in sorted({(r["arch"], r["optimizer"]) for r in rows if r["dataset"] == ds}):
+            rs = sorted((r for r in rows if r["dataset"] == ds and (r["arch"], r["optimizer"]) == key),
+                        key=lambda r: int(r["layers"]))
+            ax.plot([int(r["layers"]) for r in rs], [float(r["val_acc"]) for r in rs],
+                    "o-" if key[1] == "adam" else "s--", color=ARCH_COLORS.get(key[0], "k"),
+                    label=f"{key[0]} ({key[1]})")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("layers N (level)")
+        ax.set_ylabel("best validation accuracy")
+        ax.set_title(ds)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def figure_regions(ds: str, run: Any, path: Path) -> Path:
+    """Data, propagated features y_N (first two coordinates) and decision regions of a trained network."""
+    plt = common.plt()
+    model, _, best, (xt, yt, _, _) = run
+    model, xt, yt = model.cpu(), xt.cpu(), yt.cpu()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    axes[0].scatter(xt[:, 0], xt[:, 1], c=yt, cmap="coolwarm", s=4)
+    axes[0].set_title(f"{ds}: training data")
+    with torch.no_grad():
+        feats = model.propagation(model.open(xt))
+    axes[1].scatter(feats[:, 0], feats[:, 1], c=yt, cmap="coolwarm", s=4)
+    axes[1].set_title(f"propagated features y_N (N = {best.layers})")
+    lo, hi = xt.min(0).values - 0.2, xt.max(0).values + 0.2
+    gx, gy = torch.meshgrid(torch.linspace(float(lo[0]), float(hi[0]), 200, dtype=torch.float64),
+                            torch.linspace(float(lo[1]), float(hi[1]), 200, dtype=torch.float64), indexing="xy")
+    with torch.no_grad():
+        logits = model(torch.stack([gx.reshape(-1), gy.reshape(-1)], 1))
+    lab = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+    axes[2].contourf(gx, gy, lab.reshape(gx.shape), alpha=0.4, cmap="coolwarm")
+    axes[2].scatter(xt[:, 0], xt[:, 1], c=yt, cmap="coolwarm", s=2)
+    axes[2].set_title(f"decision regions ({model.propagation.arch}, val acc {best.fit.val_acc:.3f})")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    common.plt().close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- main
+def run(args: argparse.Namespace) -> int:
+    mode = args.mode
+    if mode == "quick":
+        torch.set_num_threads(1)
+    datasets = args.datasets or (*TOY, "fmnist")
+    opts = args.optimizers or OPTIMIZERS
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    csv_path = Path(args.results_dir) / "haber_ruthotto.csv"
+    figs = Path(args.figures_dir)
+    t_wall, t_cpu = time.perf_counter(), time.process_time()
+    rows: list[dict] = []
+    regions: dict[str, Any] = {}
+    for ds, arch, opt in toy_plan(mode):
+        if ds not in datasets or opt not in opts:
+            continue
+        t0 = time.perf_counter()
+        r, run_out = run_toy(ds, arch, opt, mode, args.seed, args.progress, device)
+        rows += r
+        print(f"{ds:10s} {arch:13s} {opt:9s} best val acc {max(x['val_acc'] for x in r):.4f} "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        if arch == "verlet" and opt == "adam":
+            regions[ds] = run_out
+    if "fmnist" in datasets:
+        for ds in image_runs(mode):
+            for arch in ("resnet", "antisymmetric", "verlet"):
+                for opt in opts if mode == "full" else ("adam",):
+                    t0 = time.perf_counter()
+                    r = run_images(ds, arch, opt, mode, args.seed, args.progress, device)
+                    rows += r
+                    print(f"{ds:10s} {arch:13s} {opt:9s} val err by level "
+                          f"{[x['val_err'] for x in r]} ({time.perf_counter() - t0:.1f} s)", flush=True)
+    common.append_csv(rows, csv_path, COLUMNS, replace_where={"mode": mode})
+    common.csv_to_markdown(csv_path, csv_path.with_suffix(".md"), ["mode", "dataset", "arch", "optimizer", "layers"],
+                           ["train_acc", "val_acc", "val_acc_prolonged", "seconds"],
+                           title="Haber & Ruthotto: stable architectures, multilevel training",
+                           note=f"Command: `orthojac reproduce haber-ruthotto --{mode}`. Accuracies are fractions "
+                                "(best validation per level; train_acc at those parameters); seconds = wall time of "
+                                "the level's fit.")
+    img = Path(args.results_dir) / "haber_ruthotto_table1.md"
+    if any(r["dataset"] in IMAGES for r in common.read_csv(csv_path)):
+        tmp = Path(args.results_dir) / "haber_ruthotto_table1.csv"
+        common.write_csv([r for r in common.read_csv(csv_path) if r["dataset"] in IMAGES], tmp, COLUMNS)
+        common.csv_to_markdown(tmp, img, ["mode", "dataset", "arch", "optimizer", "layers"], ["train_err", "val_err"],
+                               title="Table 1 (MNIST-format images): training and validation error",
+                               note="Rows of results/haber_ruthotto.csv with dataset fmnist/mnist (errors = 1 − "
+                                    "accuracy, fractions).")
+    example2_norms(Path(args.results_dir) / "haber_ruthotto_example2.csv")
+    if not args.no_figures:
+        figure1(figs / "haber_ruthotto_fig1.png")
+        figure2(figs / "haber_ruthotto_fig2.png")
+        all_rows = [r for r in common.read_csv(csv_path) if r["mode"] == mode]
+        figure3(all_rows, figs / "haber_ruthotto_fig3.png")
+        for i, ds in enumerate(TOY):
+            if ds in regions:
+                figure_regions(ds, regions[ds], figs / f"haber_ruthotto_fig{4 + i}.png")
+    print(f"wrote {csv_path} ({len(rows)} rows); wall {time.perf_counter() - t_wall:.1f} s, "
+          f"CPU {time.process_time() - t_cpu:.1f} s on {common.device_name(device)}")
+    return 0
