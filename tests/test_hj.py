@@ -215,6 +215,9 @@ def test_fourier_network_is_periodic_and_families_build():
     assert net.n_basis == 49
     ortho = build_ansatz(3, "ortho_residual_relu", width=8, depth=3, seed=0)
     assert ortho(torch.rand(7, 3)).shape == (7,)
+    stable = build_ansatz(3, "stable_verlet", width=8, depth=3, seed=0)
+    assert stable(torch.rand(7, 3)).shape == (7,)
+    assert torch.equal(stable(x[:, :3]), build_ansatz(3, "stable_verlet", width=8, depth=3, seed=0)(x[:, :3]))
     with pytest.raises(ValueError, match="unknown arch"):
         build_ansatz(2, "transformer")
 

@@ -8,7 +8,8 @@ predicted value for the control problems, mode, device), ``results/hj.md`` gener
 per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
 
 ``--quick`` (≈ 4 CPU-minutes on one idle thread): the 2-D square exactly as the authors (5 rounds, SGD)
-but 3 runs instead of 10, plus Adam (3 runs) and an OrthoResidual body (1 run); the d = 5 cube with the
+but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable (ResNet-ODE) body (1 run
+each); the d = 5 cube with the
 authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
 schedule but 3–6× fewer steps (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
 with the authors' schedule; Reeds–Shepp and the two-car game with 600 steps per round and 300 points
@@ -53,6 +54,7 @@ QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
     Spec("eikonal_square", 1, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_square_stable", 1, setting="stable resnet body, adam"),
     Spec("eikonal_cube5", 1, authors=(0.007979, 0.509)),
     Spec("eikonal_cube8", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.016435, 0.654)),
@@ -70,6 +72,7 @@ FULL: tuple[Spec, ...] = (
     Spec("eikonal_square", 10, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 10, ADAM, setting="adam"),
     Spec("eikonal_square", 10, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_square_stable", 10, setting="stable resnet body, adam"),
     Spec("eikonal_cube5", 5, authors=(0.007979, 0.509)),
     Spec("eikonal_cube5", 5, ADAM, setting="adam"),
     Spec("eikonal_cube8", 5, authors=(0.016435, 0.654)),

@@ -26,7 +26,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..models import family_names
 from ..train.config import ConfigError, apply_overrides, yaml_load
 from .problems import DEFAULT_DIMS, PROBLEMS, make_problem
 from .solver import Round
@@ -61,8 +60,10 @@ class ModelSection(_Strict):
 
     @model_validator(mode="after")
     def _arch(self) -> ModelSection:
-        if self.arch != "mlp" and self.arch not in family_names():
-            raise ValueError(f"unknown arch {self.arch!r}; choose 'mlp' or one of {', '.join(family_names())}")
+        from .networks import arch_names
+
+        if self.arch not in arch_names():
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(arch_names())}")
         if self.arch == "mlp" and (not self.widths or min(self.widths) < 1):
             raise ValueError(f"widths must be a non-empty list of positive integers, got {self.widths}")
         return self
