@@ -7,7 +7,8 @@ mean-square scheme residual, the authors' numbers where they exist, feedback-tra
 predicted value for the control problems, mode, device), ``results/hj.md`` generated from it, and one figure
 per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
 
-``--quick`` (≈ 4 CPU-minutes on one idle thread): the 2-D square exactly as the authors (5 rounds, SGD)
+``--quick`` (one thread; measured 407 s CPU and 2612 s wall on a 2-core machine shared by six jobs, where
+contention inflates CPU time ~2×): the 2-D square exactly as the authors (5 rounds, SGD)
 but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable (ResNet-ODE) body (1 run
 each); the d = 5 cube with the
 authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
