@@ -8,13 +8,13 @@ predicted value for the control problems, mode, device), ``results/hj.md`` gener
 per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
 
 ``--quick`` (one thread; measured 407 s CPU and 2612 s wall on a 2-core machine shared by six jobs, where
-contention inflates CPU time ~2×): the 2-D square exactly as the authors (5 rounds, SGD)
-but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable (ResNet-ODE) body (1 run
-each); the d = 5 cube with the
-authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
-schedule but 3–6× fewer steps (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
-with the authors' schedule; Reeds–Shepp and the two-car game with 600 steps per round and 300 points
-instead of 3000 steps and 800–1200 points (qualitative only). ``--full``: the authors' run counts and
+contention inflated CPU time 1.3–1.9× against single runs at low load): the 2-D square exactly as the
+authors (5 rounds, SGD) but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable
+(ResNet-ODE) body (1 run each); the d = 5 cube with the authors' schedule (SGD); the d = 8 cube, d = 10
+ball and d = 10 annulus with the authors' SGD and δ/α schedule but 3–6× fewer steps (the ``iterations``
+column), one run each; the time-dependent problem (d = 2) with the authors' schedule; Reeds–Shepp and the
+two-car game with 600 steps per round and 300 points instead of 3000 steps and 800–1200 points
+(qualitative only). ``--full``: the authors' run counts and
 schedules (SGD) next to Adam, volume-uniform sampling for the ball, the d = 5 annulus and d = 5
 time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when available).
 """
