@@ -215,6 +215,9 @@ def test_fourier_network_is_periodic_and_families_build():
     assert net.n_basis == 49
     ortho = build_ansatz(3, "ortho_residual_relu", width=8, depth=3, seed=0)
     assert ortho(torch.rand(7, 3)).shape == (7,)
+    stable = build_ansatz(3, "stable_verlet", width=8, depth=3, seed=0)
+    assert stable(torch.rand(7, 3)).shape == (7,)
+    assert torch.equal(stable(x[:, :3]), build_ansatz(3, "stable_verlet", width=8, depth=3, seed=0)(x[:, :3]))
     with pytest.raises(ValueError, match="unknown arch"):
         build_ansatz(2, "transformer")
 
@@ -308,3 +311,17 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
     with pytest.raises(ValueError, match="iteration counts"):
         R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
+
+
+def test_every_reproduce_spec_resolves(monkeypatch):
+    """--quick and --full specs load their config with their overrides and match the round counts (no solve)."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.hj.config import build_from_config, load_hj_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for spec in (*R.QUICK, *R.FULL):
+        cfg = load_hj_config(Path("configs/hj") / f"{spec.config}.yaml", [*spec.overrides, f"runs={spec.runs}"])
+        assert spec.iterations is None or len(spec.iterations) == len(cfg.solver.rounds), spec
+        if cfg.dim <= 10:
+            problem, net = build_from_config(cfg)
+            assert net(problem.sample_test(3, _gen())).shape == (3,)

@@ -7,12 +7,14 @@ mean-square scheme residual, the authors' numbers where they exist, feedback-tra
 predicted value for the control problems, mode, device), ``results/hj.md`` generated from it, and one figure
 per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
 
-``--quick`` (≈ 4 CPU-minutes on one idle thread): the 2-D square exactly as the authors (5 rounds, SGD)
-but 3 runs instead of 10, plus Adam (3 runs) and an OrthoResidual body (1 run); the d = 5 cube with the
-authors' schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus with the authors' SGD and δ/α
-schedule but 3–6× fewer steps (the ``iterations`` column) — one run each; the time-dependent problem (d = 2)
-with the authors' schedule; Reeds–Shepp and the two-car game with 600 steps per round and 300 points
-instead of 3000 steps and 800–1200 points (qualitative only). ``--full``: the authors' run counts and
+``--quick`` (one thread; measured 407 s CPU and 2612 s wall on a 2-core machine shared by six jobs, where
+contention inflated CPU time 1.3–1.9× against single runs at low load): the 2-D square exactly as the
+authors (5 rounds, SGD) but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable
+(ResNet-ODE) body (1 run each); the d = 5 cube with the authors' schedule (SGD); the d = 8 cube, d = 10
+ball and d = 10 annulus with the authors' SGD and δ/α schedule but 3–6× fewer steps (the ``iterations``
+column), one run each; the time-dependent problem (d = 2) with the authors' schedule; Reeds–Shepp and the
+two-car game with 600 steps per round and 300 points instead of 3000 steps and 800–1200 points
+(qualitative only). ``--full``: the authors' run counts and
 schedules (SGD) next to Adam, volume-uniform sampling for the ball, the d = 5 annulus and d = 5
 time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when available).
 """
@@ -53,6 +55,7 @@ QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
     Spec("eikonal_square", 1, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_square_stable", 1, setting="stable resnet body, adam"),
     Spec("eikonal_cube5", 1, authors=(0.007979, 0.509)),
     Spec("eikonal_cube8", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.016435, 0.654)),
@@ -70,6 +73,7 @@ FULL: tuple[Spec, ...] = (
     Spec("eikonal_square", 10, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 10, ADAM, setting="adam"),
     Spec("eikonal_square", 10, ORTHO, setting="ortho_residual body, adam"),
+    Spec("eikonal_square_stable", 10, setting="stable resnet body, adam"),
     Spec("eikonal_cube5", 5, authors=(0.007979, 0.509)),
     Spec("eikonal_cube5", 5, ADAM, setting="adam"),
     Spec("eikonal_cube8", 5, authors=(0.016435, 0.654)),
@@ -186,10 +190,12 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
             "authors E∞", "residual", "traj time / u(x₀)", "s/run (wall)", "CPU s/run", "runs"]
     lines = ["# Hamilton–Jacobi: least-squares Lax–Friedrichs solver (arXiv 2406.10758)", "",
              f"_Generated from `{csv_path.as_posix()}` by `orthojac reproduce hj`; do not edit by hand._", "",
-             "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ in 2-D, 10⁶ otherwise, quick: "
-             "2·10⁵) plus the origin; `residual` = mean-square scheme residual over the last 10% of steps; for the "
-             "car problems, `traj time / u(x₀)` compares the time the feedback trajectory from the authors' start "
-             "point takes with the value the network predicts there. Devices: "
+             "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ for the 2-D and time-dependent "
+             "problems, 10⁶ otherwise) plus the origin; `residual` = mean-square scheme residual over the last 10% "
+             "of steps; for the car problems, `traj time / u(x₀)` compares the time the feedback trajectory from "
+             "the authors' start point takes with the value the network predicts there (a time of 12.01 means the "
+             "target was not reached within t_max = 12). `s/run (wall)` was measured on a shared, loaded machine; "
+             "`CPU s/run` is the process CPU time (one thread). Devices: "
              + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

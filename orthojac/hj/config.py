@@ -25,7 +25,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..models import family_names
 from ..train.config import ConfigError, read_config_mapping
 from .problems import DEFAULT_DIMS, PROBLEMS, make_problem
 from .solver import Round
@@ -60,8 +59,10 @@ class ModelSection(_Strict):
 
     @model_validator(mode="after")
     def _arch(self) -> ModelSection:
-        if self.arch != "mlp" and self.arch not in family_names():
-            raise ValueError(f"unknown arch {self.arch!r}; choose 'mlp' or one of {', '.join(family_names())}")
+        from .networks import arch_names
+
+        if self.arch not in arch_names():
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(arch_names())}")
         if self.arch == "mlp" and (not self.widths or min(self.widths) < 1):
             raise ValueError(f"widths must be a non-empty list of positive integers, got {self.widths}")
         return self

@@ -39,7 +39,7 @@ def eikonal_trajectory(net: nn.Module, problem: Problem, x0: torch.Tensor, dt: f
     """Follow ẋ = −∇u/|∇u| from x0 until it leaves the domain (reaches the boundary) or t_max."""
     x = x0.reshape(1, -1).clone()
     path, t = [x.clone()], 0.0
-    u0 = float(net(x))
+    u0 = float(net(x).detach())
     while t < t_max and bool(problem.inside(x)[0]):
         _, gr = value_gradient(net, x)
         x = x - dt * gr / gr.norm().clamp_min(1e-12)
@@ -54,7 +54,7 @@ def reeds_shepp_trajectory(net: nn.Module, problem: ReedsSheppCar, x0: torch.Ten
     ham: ReedsShepp = problem.hamiltonian  # type: ignore[assignment]
     x = x0.reshape(1, 3).clone()
     path, t = [x.clone()], 0.0
-    u0 = float(net(x))
+    u0 = float(net(x).detach())
     while t < t_max and float(x[0, :2].norm()) > problem.r_target:
         _, gr = value_gradient(net, x)
         th = x[0, 2]
@@ -81,7 +81,7 @@ def pursuit_evasion_trajectory(net: nn.Module, problem: TwoCarGame, pursuer: tor
         return torch.cat([xe[:2] - xp[:2], xp[2:3], xe[2:3]]).reshape(1, 4)
 
     pp, pe, t = [xp.clone()], [xe.clone()], 0.0
-    u0 = float(net(state()))
+    u0 = float(net(state()).detach())
     while t < t_max and problem.r_capture < float((xe[:2] - xp[:2]).norm()) < problem.r_escape:
         _, gr = value_gradient(net, state())
         ep = torch.stack([torch.cos(xp[2]), torch.sin(xp[2])])

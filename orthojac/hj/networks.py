@@ -5,6 +5,9 @@ r"""Ansatz networks u_θ: R^{n_in} → R for the Hamilton–Jacobi solver.
 * any family of :func:`orthojac.models.create_model` (``"ortho_residual_relu"``, ``"resnet"``, ``"plain_relu"``, …)
   — a stem Linear(n_in → width), a body of ``depth`` layers whose Jacobian is orthogonal (or controlled), a
   Linear head; without the stem's LayerNorm, which would discard the scale of low-dimensional inputs.
+* ``"stable_resnet"``, ``"stable_antisymmetric"``, ``"stable_leapfrog"``, ``"stable_verlet"`` — the
+  Haber–Ruthotto stable bodies (:mod:`orthojac.nn.stable`, ReLU, T = 1, ``depth`` layers of ``width``,
+  random initial weights) between a Linear stem and a Linear head.
 * :class:`FourierPeriodic` — periodicity in angle coordinates built in (the authors' ``FCFF_3L_vec`` and
   ``periodic_3L_two_players``): a base network of the non-angle coordinates z outputs coefficients c_m(z) of
   the tensor-product Fourier basis of the angles,
@@ -22,8 +25,14 @@ import torch
 from torch import nn
 
 from ..models import create_model, family_names
+from ..nn import STABLE_ARCHS, create_dynamics
 
-__all__ = ["MLP", "ScalarOutput", "FourierPeriodic", "build_ansatz", "arch_label"]
+__all__ = ["MLP", "ScalarOutput", "FourierPeriodic", "build_ansatz", "arch_label", "arch_names"]
+
+
+def arch_names() -> list[str]:
+    """Every ``arch`` the solver accepts."""
+    return ["mlp", *family_names(), *(f"stable_{k}" for k in STABLE_ARCHS)]
 
 
 class MLP(nn.Module):
@@ -90,8 +99,12 @@ def _body(arch: str, in_dim: int, out_dim: int, widths: Sequence[int], width: in
           seed: int) -> nn.Module:
     if arch == "mlp":
         return MLP(in_dim, widths, out_dim)
+    if arch.startswith("stable_") and arch[len("stable_"):] in STABLE_ARCHS:
+        g = torch.Generator().manual_seed(seed)
+        body = create_dynamics(arch[len("stable_"):], width, depth, 1.0, activation="relu", init="random", generator=g)
+        return nn.Sequential(nn.Linear(in_dim, width), body, nn.Linear(width, out_dim))
     if arch not in family_names():
-        raise ValueError(f"unknown arch {arch!r}; choose 'mlp' or an orthojac family: {', '.join(family_names())}")
+        raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(arch_names())}")
     return create_model(arch, in_dim, out_dim, width=width, depth=depth, policy=policy, seed=seed, stem_norm=False)
 
 

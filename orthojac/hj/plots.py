@@ -95,7 +95,7 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
         ax2.set_aspect("equal")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
