@@ -11,10 +11,18 @@ from __future__ import annotations
 import argparse
 import importlib
 
-RUNNERS: dict[str, tuple[str, str]] = {}
-RUNNERS["isometry"] = ("orthojac.experiments.isometry", "Jacobian spectrum and gradient ratio vs depth at init")
-RUNNERS["haber-ruthotto"] = ("orthojac.experiments.haber_ruthotto",
-                             "Haber & Ruthotto stable architectures: Figs. 1-6, Table 1")
+RUNNERS: dict[str, tuple[str, str]] = {
+    "isometry": ("orthojac.experiments.isometry", "Jacobian spectrum and gradient ratio vs depth at init"),
+    "fmnist-depth": ("orthojac.experiments.fmnist_depth",
+                     "Fashion-MNIST accuracy vs depth (8…200; 500, 1000 with --full): orthogonal-Jacobian "
+                     "MLP and conv bodies against ResNet and plain ReLU"),
+    "pso": ("orthojac.experiments.pso", "persistent subspace orthogonality: gradient flow and training"),
+    "limit": ("orthojac.experiments.limit", "limit layers: singular values within [1−ε, 1+ε], accuracy"),
+    "haber-ruthotto": ("orthojac.experiments.haber_ruthotto",
+                       "Haber & Ruthotto stable architectures: Figs. 1-6, Table 1"),
+    "hj": ("orthojac.experiments.hj_reproduce",
+           "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems"),
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,11 +42,3 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         mod.add_arguments(rp)
         rp.set_defaults(func=mod.run)
     p.set_defaults(func=lambda a: (p.print_help(), 0)[1])
-
-RUNNERS["fmnist-depth"] = ("orthojac.experiments.fmnist_depth",
-                           "Fashion-MNIST accuracy vs depth (8…200; 500, 1000 with --full): orthogonal-Jacobian "
-                           "MLP and conv bodies against ResNet and plain ReLU")
-RUNNERS["hj"] = ("orthojac.experiments.hj_reproduce",
-                 "Hamilton–Jacobi viscosity solutions (arXiv 2406.10758): eikonal, time-dependent, car problems")
-RUNNERS["pso"] = ("orthojac.experiments.pso", "persistent subspace orthogonality: gradient flow and training")
-RUNNERS["limit"] = ("orthojac.experiments.limit", "limit layers: singular values within [1−ε, 1+ε], accuracy")
