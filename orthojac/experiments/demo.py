@@ -25,12 +25,14 @@ from ..diagnostics import gradient_norms
 from ..models import create_model
 
 # (family, orthogonality policy, body learning-rate rule). The feedforward form has no skip connection: every
-# layer's update moves the whole map, so its body learns at lr·min(1, 8/L) ("depth" rule). Measured on 2 CPU
-# cores, depth 100, width 64, 3 epochs of 12k Fashion-MNIST images: test accuracy 0.597 at the plain rate,
-# 0.828 with the depth rule (init policy), 0.821 with the depth rule under the exact policy (3.6× slower).
+# layer's update moves the whole map, so its body learns at lr·min(1, 8/L) ("depth" rule), and it runs under
+# the exact policy (the riemannian map: a plain layer's forward, a retraction after each step), which keeps
+# its gradient-norm ratio at 1 through training. `orthojac demo` on 2 idle CPU cores (depth 100, width 64,
+# 5 epochs, 12k Fashion-MNIST images) measured test accuracy 0.845 / ratio after training 2.65 under "init",
+# 0.840 / 1 under "exact" (21.9 s vs 17.7 s); 0.597 after 3 epochs at the plain learning rate.
 ARCHS: tuple[tuple[str, str, str], ...] = (
     ("plain_relu", "init", "const"), ("resnet", "init", "const"), ("ortho_residual_relu", "init", "const"),
-    ("ortho_feedforward_abs", "init", "depth"),
+    ("ortho_feedforward_abs", "exact", "depth"),
 )
 BODY_LR_RULES = ("const", "depth")
 
