@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -297,8 +298,14 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
 
     one, two = tmp_path / "one", tmp_path / "two"
     s1 = Trainer(tiny_config(one, **DDP_OVERRIDES)).fit()  # first: the children inherit everything it imported
-    mp.start_processes(_ddp_worker, args=(2, _free_port(), tiny_config(two, **DDP_OVERRIDES)), nprocs=2,
-                       start_method="fork")
+    ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), tiny_config(two, **DDP_OVERRIDES)), nprocs=2,
+                             start_method="fork", join=False)
+    deadline = time.monotonic() + 180  # a stuck rendezvous must fail the test, not hang the suite
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("DDP children did not finish within 180 s")
     _check_ddp_equals_one_process(s1, one, two)
 
 
