@@ -287,3 +287,18 @@ def test_reproduce_plan_and_cli_parser():
     assert levels("full") == [4, 8, 16, 32, 64, 128, 256, 512, 1024] and levels("quick", images=True) == [4, 8, 16]
     args = build_parser().parse_args(["reproduce", "haber-ruthotto", "--full", "--datasets", "peaks"])
     assert args.mode == "full" and args.datasets == ["peaks"]
+
+
+def test_reproduction_rows_are_saved_per_run_and_replace_only_their_own(tmp_path) -> None:
+    """A killed or filtered (--datasets) run must not lose or wipe the other runs' rows."""
+    from orthojac.experiments.common import read_csv
+    from orthojac.experiments.haber_ruthotto import _save
+
+    csv = tmp_path / "hr.csv"
+    row = lambda ds, acc: {"dataset": ds, "arch": "resnet", "layers": 4, "optimizer": "adam",  # noqa: E731
+                           "val_acc": acc, "mode": "quick"}
+    _save([row("ellipses", 0.5)], csv, "quick", "ellipses", "resnet", "adam")
+    _save([row("swiss_roll", 0.6)], csv, "quick", "swiss_roll", "resnet", "adam")
+    _save([row("ellipses", 0.9)], csv, "quick", "ellipses", "resnet", "adam")
+    got = {(r["dataset"], r["val_acc"]) for r in read_csv(csv)}
+    assert got == {("ellipses", "0.9"), ("swiss_roll", "0.6")}

@@ -338,6 +338,14 @@ def _save(fig, path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def _save(rows: list[dict], csv_path: Path, mode: str, dataset: str, arch: str, optimizer: str) -> None:
+    """Write one finished (data set, architecture, optimiser) run at once, replacing only that run's earlier
+    rows of this mode: a killed or filtered (``--datasets``/``--optimizers``) run keeps every other row."""
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    common.append_csv(rows, csv_path, COLUMNS, replace_where={"mode": mode, "dataset": dataset, "arch": arch,
+                                                              "optimizer": optimizer})
+
+
 def run(args: argparse.Namespace) -> int:
     mode = args.mode
     if mode == "quick":
@@ -356,6 +364,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         r, run_out = run_toy(ds, arch, opt, mode, args.seed, args.progress, device)
         rows += r
+        _save(r, csv_path, mode, ds, arch, opt)
         print(f"{ds:10s} {arch:13s} {opt:9s} best val acc {max(x['val_acc'] for x in r):.4f} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
         if arch == "verlet" and opt == "adam":
@@ -367,9 +376,9 @@ def run(args: argparse.Namespace) -> int:
                     t0 = time.perf_counter()
                     r = run_images(ds, arch, opt, mode, args.seed, args.progress, device)
                     rows += r
+                    _save(r, csv_path, mode, ds, arch, opt)
                     print(f"{ds:10s} {arch:13s} {opt:9s} val err by level "
                           f"{[x['val_err'] for x in r]} ({time.perf_counter() - t0:.1f} s)", flush=True)
-    common.append_csv(rows, csv_path, COLUMNS, replace_where={"mode": mode})
     common.csv_to_markdown(csv_path, csv_path.with_suffix(".md"), ["mode", "dataset", "arch", "optimizer", "layers"],
                            ["train_acc", "val_acc", "val_acc_prolonged", "seconds"],
                            title="Haber & Ruthotto: stable architectures, multilevel training",
