@@ -231,16 +231,10 @@ def run(args: argparse.Namespace) -> int:
         nums = " ".join(f"{k}={row[k]:.4g}" for k in ("mse", "max_err", "residual") if isinstance(row[k], float))
         print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: {nums} "
               f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
-    replace = {"mode": args.mode} if not args.only else None
-    if args.only:  # keep this mode's other rows
-        from .common import read_csv, write_csv
-
-        old = read_csv(out) if out.exists() else []
-        keys = {(r["problem"], str(r["dim"]), r["arch"], r["setting"], r["mode"]) for r in rows}
-        old = [r for r in old if (r["problem"], r["dim"], r["arch"], r["setting"], r["mode"]) not in keys]
-        write_csv([*old, *rows], out, COLUMNS)
-    else:
-        append_csv(rows, out, COLUMNS, replace_where=replace)
+        # saved at once, replacing only the same (problem, dim, arch, setting, mode): a killed or --only run
+        # keeps every other row
+        append_csv([row], out, COLUMNS, replace_where={k: row[k] for k in ("problem", "dim", "arch", "setting",
+                                                                           "mode")})
     md = write_markdown(out, out.with_suffix(".md"))
     print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU; wrote {out} and {md}")
     return 0

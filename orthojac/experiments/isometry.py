@@ -167,9 +167,11 @@ def run(args: argparse.Namespace) -> int:
         r = measure(fam, depth, args.width, seed, x, y)
         r.update(mode=args.mode, label=labels[fam].replace("|x|", "abs x"), data=source, device=dev)  # no | in tables
         rows.append(r)
+        # saved at once, replacing only this (mode, family, depth, width, seed): a killed run keeps what it measured
+        key = ("mode", "family", "depth", "width", "seed")
+        append_csv([r], args.csv, COLUMNS, replace_where={k: r[k] for k in key})
         tqdm.write(f"  {labels[fam]:>30} L={depth:<5} σ ∈ [{r['sigma_min']:.3g}, {r['sigma_max']:.3g}], "
                    f"median {r['sigma_median']:.3g}, grad ratio {r['grad_ratio']:.3g} ({r['cpu_seconds']} s CPU)")
-    append_csv(rows, args.csv, COLUMNS, replace_where={"mode": args.mode})
     md = args.csv.with_suffix(".md")
     cpu, wall = time.process_time() - cpu0, time.time() - wall0
     csv_to_markdown(args.csv, md, ["mode", "label", "depth"],

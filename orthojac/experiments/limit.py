@@ -146,12 +146,16 @@ def run(args: argparse.Namespace) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     label = common.device_name(device)
     t = Timer()
-    rows = run_limit(args.mode, list(args.policies), device, label)
-    wall, cpu = t.seconds()
-    for r in rows:
-        r["run_wall_s"], r["run_cpu_s"] = round(wall, 1), round(cpu, 1)
-    out = Path(args.out)
-    path = common.append_csv(rows, out / "limit.csv", COLUMNS, replace_where={"mode": args.mode})
+    out, rows = Path(args.out), []
+    path = out / "limit.csv"
+    for policy in args.policies:  # saved per policy: a killed run keeps the finished ones; others' rows are kept
+        tp = Timer()
+        prow = run_limit(args.mode, [policy], device, label)
+        wall, cpu = tp.seconds()
+        for r in prow:
+            r["run_wall_s"], r["run_cpu_s"] = round(wall, 1), round(cpu, 1)
+        common.append_csv(prow, path, COLUMNS, replace_where={"mode": args.mode, "policy": policy})
+        rows += prow
     common.csv_to_markdown(path, out / "limit.md", ["mode", "policy", "stage", "depth", "eps"],
                            ["sv_min", "sv_max", "violation", "body_sv_min", "body_sv_max", "body_violation",
                             "weight_defect", "test_acc"],

@@ -335,14 +335,15 @@ def run(args: argparse.Namespace) -> int:
         wall, cpu = t.seconds()
         print(f"pso gradient flow: {len(rows)} rows → {path} ({wall:.0f} s wall, {cpu:.0f} s CPU)")
     if args.part in ("all", "train"):
-        t = Timer()
-        rows = training(args.mode, args.policy, device, label)
-        _stamp(rows, t)
         path = out / "pso_train.csv"
-        done = {r["policy"] for r in rows}  # re-running a (mode, policy) replaces its rows, keeps the others
-        old = [r for r in common.read_csv(path) if not (r["mode"] == args.mode and r["policy"] in done)] \
-            if path.exists() else []
-        common.write_csv([*old, *rows], path, TRAIN_COLUMNS)
+        # saved per policy: re-running a (mode, policy) replaces its rows and keeps the others, and a killed
+        # run keeps the policies it finished
+        t, n_rows = Timer(), 0
+        for policy in args.policy or MODES[args.mode]["policies"]:
+            rows = training(args.mode, (policy,), device, label)
+            _stamp(rows, t)  # seconds since the part started
+            common.append_csv(rows, path, TRAIN_COLUMNS, replace_where={"mode": args.mode, "policy": policy})
+            n_rows += len(rows)
         common.csv_to_markdown(path, out / "pso_train.md", ["mode", "policy", "arch", "strategy", "r", "depth"],
                                ["test_acc", "grad_ratio_init", "grad_ratio_trained", "weight_defect",
                                 "reserved_active_frac", "diverged"],
@@ -354,5 +355,5 @@ def run(args: argparse.Namespace) -> int:
                                "(bias strategy).")
         plot_train(path, figs / "pso_train.png")
         wall, cpu = t.seconds()
-        print(f"pso training: {len(rows)} rows → {path} ({wall:.0f} s wall, {cpu:.0f} s CPU, {label})")
+        print(f"pso training: {n_rows} rows → {path} ({wall:.0f} s wall, {cpu:.0f} s CPU, {label})")
     return 0
