@@ -59,6 +59,11 @@ def plot_spectrum(result: SpectrumResult, path: str | Path, title: str = "") -> 
     fig.suptitle(f"{title + ': ' if title else ''}σ_min = {s.min().item():.3g}, σ_max = {s.max().item():.3g}, "
                  f"κ = {kappa:.3g}{what}; {result.singular_values.shape[0]} samples, "
                  f"J is {result.out_dim}×{result.in_dim}", fontsize=10)
+    return _savefig(plt, fig, path)
+
+
+def _savefig(plt, fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) at 120 dpi, close; returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +89,4 @@ def plot_gradient_norms(g: GradientNorms, path: str | Path, title: str = "") -> 
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _savefig(plt, fig, path)
