@@ -153,3 +153,20 @@ def compose(claims: Iterable[JacobianClaim]) -> JacobianClaim:
         return JacobianClaim("bounded", 0.0, hi)
     name = "persistent_subspace" if min_unit > 0 else "contraction"
     return JacobianClaim(name, 0.0, 1.0, min_unit=min_unit)
+
+
+def constrained_weights(model: torch.nn.Module):
+    """Yield (qualified name, current weight) for every weight of ``model`` declared orthogonal: those a
+    submodule lists in ``orthogonal_weight_names`` (the declaration convention of orthojac layers, open to
+    anyone's module) and those under PyTorch's ``parametrizations.orthogonal``. Duck-typed, so both the layers
+    (:mod:`orthojac.nn.orthogonal`) and the model-agnostic :mod:`orthojac.diagnostics` use this one walk."""
+    from torch.nn.utils import parametrize
+
+    for prefix, m in model.named_modules():
+        names = set(getattr(m, "orthogonal_weight_names", ()))
+        if parametrize.is_parametrized(m):
+            for pname, plist in m.parametrizations.items():
+                if any(type(p).__name__ == "_Orthogonal" for p in plist):
+                    names.add(pname)
+        for name in sorted(names):
+            yield (f"{prefix}.{name}" if prefix else name), getattr(m, name)

@@ -292,13 +292,22 @@ def test_reproduce_plan_and_cli_parser():
 def test_reproduction_rows_are_saved_per_run_and_replace_only_their_own(tmp_path) -> None:
     """A killed or filtered (--datasets) run must not lose or wipe the other runs' rows."""
     from orthojac.experiments.common import read_csv
-    from orthojac.experiments.haber_ruthotto import _save
+    from orthojac.experiments.haber_ruthotto import _save_rows
 
     csv = tmp_path / "hr.csv"
     row = lambda ds, acc: {"dataset": ds, "arch": "resnet", "layers": 4, "optimizer": "adam",  # noqa: E731
                            "val_acc": acc, "mode": "quick"}
-    _save([row("ellipses", 0.5)], csv, "quick", "ellipses", "resnet", "adam")
-    _save([row("swiss_roll", 0.6)], csv, "quick", "swiss_roll", "resnet", "adam")
-    _save([row("ellipses", 0.9)], csv, "quick", "ellipses", "resnet", "adam")
+    _save_rows([row("ellipses", 0.5)], csv, "quick", "ellipses", "resnet", "adam")
+    _save_rows([row("swiss_roll", 0.6)], csv, "quick", "swiss_roll", "resnet", "adam")
+    _save_rows([row("ellipses", 0.9)], csv, "quick", "ellipses", "resnet", "adam")
     got = {(r["dataset"], r["val_acc"]) for r in read_csv(csv)}
     assert got == {("ellipses", "0.9"), ("swiss_roll", "0.6")}
+
+
+def test_phase_plane_figures_are_written(tmp_path) -> None:
+    """Figures 1 and 2 go through the shared figure writer (a CSV helper once shadowed the figure one)."""
+    from orthojac.experiments.haber_ruthotto import figure1, figure2
+
+    for fig in (figure1, figure2):
+        path = fig(tmp_path / "figs" / f"{fig.__name__}.png")
+        assert path.exists() and path.stat().st_size > 10_000

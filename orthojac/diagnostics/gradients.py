@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..claims import constrained_weights
+
 __all__ = ["GradientNorms", "gradient_norms", "default_blocks", "OrthogonalityDefect", "orthogonality_defect"]
 
 
@@ -184,22 +186,6 @@ class OrthogonalityDefect:
         return {"max": self.max, "mean": self.mean, "count": self.count, "per_weight": self.per_weight}
 
 
-def _constrained(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    """Weights named in a submodule's ``orthogonal_weight_names`` (orthojac layers and anyone who follows
-    the convention) and weights under PyTorch's ``parametrizations.orthogonal`` (duck-typed, so this
-    module needs no import of :mod:`orthojac.nn`)."""
-    out = []
-    for prefix, m in model.named_modules():
-        names = set(getattr(m, "orthogonal_weight_names", ()))
-        if parametrize.is_parametrized(m):
-            for pname, plist in m.parametrizations.items():
-                if any(type(p).__name__ == "_Orthogonal" for p in plist):
-                    names.add(pname)
-        for name in sorted(names):
-            out.append((f"{prefix}.{name}" if prefix else name, getattr(m, name)))
-    return out
-
-
 @torch.no_grad()
 def orthogonality_defect(model: nn.Module) -> OrthogonalityDefect:
     """max and mean of ‖WWᵀ − I‖_F over the constrained weights W of ``model`` (rows ≤ cols; ‖WᵀW − I‖_F
@@ -209,7 +195,7 @@ def orthogonality_defect(model: nn.Module) -> OrthogonalityDefect:
     exactly orthogonal (rows or columns orthonormal)."""
     vals: dict[str, float] = {}
     with parametrize.cached():
-        for name, w in _constrained(model):
+        for name, w in constrained_weights(model):
             w = w.detach().double()
             w = w.reshape(w.shape[0], -1) if w.ndim > 2 else w
             if w.ndim < 2:

@@ -120,3 +120,14 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out (``tight_layout``, within ``rect`` if given), write ``path`` (creating its folder), close the
+    figure; returns the path. Every runner's figures go through here."""
+    fig.tight_layout(**({"rect": rect} if rect else {}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt().close(fig)
+    return path

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..diagnostics import gradient_norms, jacobian_spectrum
-from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, write_csv
+from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, save_figure, write_csv
 
 __all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "make_figures",
            "MODES"]
@@ -365,10 +365,7 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> l
         ax.set(xscale="log", xlabel="depth L (body layers)", ylabel="test accuracy", ylim=(0, 1),
                title=f"Fashion-MNIST, {body} body ({mode} mode)")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(fig_dir / "fmnist_depth_accuracy.png")
-    fig.savefig(paths[-1], dpi=110)
-    pyplot.close(fig)
+    paths.append(save_figure(fig, fig_dir / "fmnist_depth_accuracy.png", dpi=110))
 
     profiles = json.loads(prof_path.read_text()).get(mode, []) if prof_path.exists() else []
     if profiles:
@@ -380,10 +377,7 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> l
         a0.set(xlabel="layer ℓ", ylabel="‖∂L/∂x_ℓ‖ (mean over 256 samples)", title="at initialisation")
         a1.set(xlabel="layer ℓ", title="after training")
         a0.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(fig_dir / "fmnist_depth_gradnorms.png")
-        fig.savefig(paths[-1], dpi=110)
-        pyplot.close(fig)
+        paths.append(save_figure(fig, fig_dir / "fmnist_depth_gradnorms.png", dpi=110))
 
         fig, (a0, a1) = pyplot.subplots(1, 2, figsize=(12, 4.5), sharey=True)
         for p in profiles:
@@ -403,10 +397,7 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> l
                title="body Jacobian singular values at initialisation")
         a1.set(xlabel="index i", title="after training")
         a0.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(fig_dir / "fmnist_depth_spectra.png")
-        fig.savefig(paths[-1], dpi=110)
-        pyplot.close(fig)
+        paths.append(save_figure(fig, fig_dir / "fmnist_depth_spectra.png", dpi=110))
     return paths
 
 

@@ -239,8 +239,7 @@ def figure1(path: Path) -> Path:
         ax.set_title(f"ResNet, {name}, N = 10, h = 0.1")
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
-    fig.tight_layout()
-    return _save(fig, path)
+    return common.save_figure(fig, path, dpi=110)
 
 
 def figure2(path: Path) -> Path:
@@ -255,8 +254,7 @@ def figure2(path: Path) -> Path:
         for i, c in enumerate(("tab:blue", "tab:red")):  # leapfrog at h = 1 jumps: points, not lines
             ax.plot(tr[:, i, 0], tr[:, i, 1], "." if arch == "leapfrog" else "-", color=c, lw=0.6, ms=1.5)
         ax.set_title(f"{arch}, K₋, h = {h:g}, N = {n}")
-    fig.tight_layout()
-    return _save(fig, path)
+    return common.save_figure(fig, path, dpi=110)
 
 
 def example2_norms(path: Path) -> Path:
@@ -301,8 +299,7 @@ def figure3(rows: list[dict], path: Path) -> Path:
         ax.set_ylabel("best validation accuracy")
         ax.set_title(ds)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    return _save(fig, path)
+    return common.save_figure(fig, path, dpi=110)
 
 
 def figure_regions(ds: str, run: Any, path: Path) -> Path:
@@ -326,19 +323,12 @@ def figure_regions(ds: str, run: Any, path: Path) -> Path:
     axes[2].contourf(gx, gy, lab.reshape(gx.shape), alpha=0.4, cmap="coolwarm")
     axes[2].scatter(xt[:, 0], xt[:, 1], c=yt, cmap="coolwarm", s=2)
     axes[2].set_title(f"decision regions ({model.propagation.arch}, val acc {best.fit.val_acc:.3f})")
-    fig.tight_layout()
-    return _save(fig, path)
+    return common.save_figure(fig, path, dpi=110)
 
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    common.plt().close(fig)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- main
-def _save(rows: list[dict], csv_path: Path, mode: str, dataset: str, arch: str, optimizer: str) -> None:
+def _save_rows(rows: list[dict], csv_path: Path, mode: str, dataset: str, arch: str, optimizer: str) -> None:
     """Write one finished (data set, architecture, optimiser) run at once, replacing only that run's earlier
     rows of this mode: a killed or filtered (``--datasets``/``--optimizers``) run keeps every other row."""
     csv_path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,7 +354,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         r, run_out = run_toy(ds, arch, opt, mode, args.seed, args.progress, device)
         rows += r
-        _save(r, csv_path, mode, ds, arch, opt)
+        _save_rows(r, csv_path, mode, ds, arch, opt)
         print(f"{ds:10s} {arch:13s} {opt:9s} best val acc {max(x['val_acc'] for x in r):.4f} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
         if arch == "verlet" and opt == "adam":
@@ -376,7 +366,7 @@ def run(args: argparse.Namespace) -> int:
                     t0 = time.perf_counter()
                     r = run_images(ds, arch, opt, mode, args.seed, args.progress, device)
                     rows += r
-                    _save(r, csv_path, mode, ds, arch, opt)
+                    _save_rows(r, csv_path, mode, ds, arch, opt)
                     print(f"{ds:10s} {arch:13s} {opt:9s} val err by level "
                           f"{[x['val_err'] for x in r]} ({time.perf_counter() - t0:.1f} s)", flush=True)
     common.csv_to_markdown(csv_path, csv_path.with_suffix(".md"), ["mode", "dataset", "arch", "optimizer", "layers"],

@@ -31,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from ..models import create_model
-from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv
+from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, save_figure
 from .diagnose import diagnose, load_batch
 
 # (registry family, label in the table/figure)
@@ -129,11 +129,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    pyplot.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, rect=(0, 0.06, 1, 1))
 
 
 def _title(width: int, batch: int, source: str, mode: str) -> str:

@@ -132,11 +132,7 @@ def plot(csv_path: Path, fig_path: Path) -> Path:
     ax.set(xlabel="ε", ylabel="test accuracy", title="Fashion-MNIST after training", ylim=(0, 1))
     ax.legend(fontsize=7)
     fig.suptitle(f"Limit layers, width {rows[0]['width']}, {rows[0]['mode']} mode (results/limit.csv)")
-    fig.tight_layout()
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
-    return fig_path
+    return common.save_figure(fig, fig_path)
 
 
 def run(args: argparse.Namespace) -> int:

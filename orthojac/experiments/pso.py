@@ -275,11 +275,7 @@ def plot_flow(csv_path: Path, fig_path: Path, floor: float = 1e-35) -> Path:
     ax.set_yticks(rs, [str(r) for r in rs])
     axes[0].legend(fontsize=7, ncol=2, loc="lower left")
     fig.suptitle(f"PSO gradient flow (width {rows[0]['width']}, {rows[0]['mode']} mode; results/pso.csv)")
-    fig.tight_layout()
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
-    return fig_path
+    return common.save_figure(fig, fig_path)
 
 
 def plot_train(csv_path: Path, fig_path: Path) -> Path:
@@ -301,11 +297,7 @@ def plot_train(csv_path: Path, fig_path: Path) -> Path:
     ax.set(xscale="log", xlabel="depth L", ylabel="test accuracy", ylim=(0, 1),
            title=f"Fashion-MNIST, width {rows[0]['width']}, {rows[0]['mode']} mode (results/pso_train.csv)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_path, dpi=120)
-    plt.close(fig)
-    return fig_path
+    return common.save_figure(fig, fig_path)
 
 
 def _stamp(rows: list[dict], timer: Timer) -> None:

@@ -40,8 +40,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrizations, parametrize
+from torch.nn.utils import parametrizations
 from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from ..claims import constrained_weights  # the one declaration walk, shared with diagnostics
 
 __all__ = [
     "POLICIES",
@@ -146,19 +148,6 @@ def register_orthogonal(
         EXACT_MAPS[exact_map](module, name)
     names = tuple(getattr(module, "orthogonal_weight_names", ()))
     module.orthogonal_weight_names = (*names, name)
-
-
-def constrained_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield (qualified name, current weight) for every constrained weight in ``model``: those listed in a
-    submodule's ``orthogonal_weight_names`` and those under PyTorch's orthogonal parametrisation."""
-    for prefix, m in model.named_modules():
-        names = set(getattr(m, "orthogonal_weight_names", ()))
-        if parametrize.is_parametrized(m):
-            for pname, plist in m.parametrizations.items():
-                if any(type(p).__name__ == "_Orthogonal" for p in plist):
-                    names.add(pname)
-        for name in sorted(names):
-            yield (f"{prefix}.{name}" if prefix else name), getattr(m, name)
 
 
 def orthogonality_error(w: torch.Tensor) -> torch.Tensor:
