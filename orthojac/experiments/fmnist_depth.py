@@ -219,21 +219,14 @@ def run_one(r: Run, mode: str, settings: dict[str, Any], data: Any, device: str,
 
 # ----------------------------------------------------------------------------- the runner
 def _filter(runs: list[Run], args: argparse.Namespace) -> list[Run]:
+    """The runs whose fields match every given filter (``--bodies`` → ``Run.body``, …)."""
+    filters = {"bodies": "body", "archs": "arch", "depths": "depth", "seeds": "seed", "policies": "policy",
+               "alphas": "alpha", "lr_scalings": "lr_scaling"}
     keep = runs
-    if args.bodies:
-        keep = [r for r in keep if r.body in args.bodies]
-    if args.archs:
-        keep = [r for r in keep if r.arch in args.archs]
-    if args.depths:
-        keep = [r for r in keep if r.depth in args.depths]
-    if args.seeds:
-        keep = [r for r in keep if r.seed in args.seeds]
-    if args.policies:
-        keep = [r for r in keep if r.policy in args.policies]
-    if args.alphas:
-        keep = [r for r in keep if r.alpha in args.alphas]
-    if args.lr_scalings:
-        keep = [r for r in keep if r.lr_scaling in args.lr_scalings]
+    for option, field_name in filters.items():
+        wanted = getattr(args, option)
+        if wanted:
+            keep = [r for r in keep if getattr(r, field_name) in wanted]
     return keep
 
 
