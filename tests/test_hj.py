@@ -26,7 +26,13 @@ from orthojac.hj import (
 )
 from orthojac.hj import sampling as S
 from orthojac.hj.config import ConfigError, parse_hj_config
-from orthojac.hj.control import eikonal_trajectory
+from orthojac.hj.control import (
+    eikonal_trajectory,
+    pursuit_evasion_controls,
+    reeds_shepp_control,
+    reeds_shepp_trajectory,
+    trajectory,
+)
 from orthojac.hj.solver import loss_terms
 
 D64 = torch.float64
@@ -247,6 +253,83 @@ def test_feedback_trajectory_time_matches_value():
     p = make_problem("eikonal_ball", dim=3)
     tr = eikonal_trajectory(Exact(p), p, torch.tensor([1.0, 2.0, -1.0]), dt=0.01)
     assert tr["reached"] and abs(tr["time"] - tr["value"]) < 0.02
+
+
+def test_reeds_shepp_control_minimises_and_decreases_value_at_rate_H():
+    """The feedback (s, ω) minimises s ∇_x u·e(θ) + ω u_θ over the extreme controls s = ±1, ω ∈ {±1/ρ, 0},
+    and the minimum is −H(x, ∇u): the value falls at rate H = 1 along the feedback motion."""
+    g = _gen(3)
+    grad, th, rho = torch.randn(500, 3, generator=g, dtype=D64), torch.rand(500, generator=g, dtype=D64) * 7, 0.8
+    s, w = reeds_shepp_control(grad, th, rho)
+    e = torch.stack([torch.cos(th), torch.sin(th)], 1)
+    gx, gt = (grad[:, :2] * e).sum(1), grad[:, 2]
+    rate = s * gx + w * gt
+    brute = torch.stack([a * gx + b * gt for a in (-1.0, 1.0) for b in (-1 / rho, 0.0, 1 / rho)]).amin(0)
+    x = torch.cat([torch.zeros(500, 2, dtype=D64), th[:, None]], 1)
+    assert torch.allclose(rate, brute) and torch.allclose(rate, -ReedsShepp(rho)(x, grad))
+    assert set(s.tolist()) == {-1.0, 1.0}
+
+
+def test_pursuit_evasion_controls_are_the_saddle_point():
+    """Pursuer's controls minimise, evader's maximise ∇u·(ż, θ̇_P, θ̇_E) (ż = σ_E s_E e(θ_E) − σ_P s_P e(θ_P)),
+    each over its extreme controls with the other's fixed; the saddle value is −H of the game."""
+    p = make_problem("pursuit_evasion")
+    ham = p.hamiltonian
+    g = _gen(4)
+    grad, ang = torch.randn(300, 4, generator=g, dtype=D64), torch.rand(300, 2, generator=g, dtype=D64) * 7
+    sp, wp, se, we = pursuit_evasion_controls(grad, ang[:, 0], ang[:, 1], ham)
+    ep = torch.stack([torch.cos(ang[:, 0]), torch.sin(ang[:, 0])], 1)
+    ee = torch.stack([torch.cos(ang[:, 1]), torch.sin(ang[:, 1])], 1)
+
+    def rate(sp, wp, se, we):
+        zdot = ham.sigma[1] * se[:, None] * ee - ham.sigma[0] * sp[:, None] * ep
+        return (grad[:, :2] * zdot).sum(1) + wp * grad[:, 2] + we * grad[:, 3]
+
+    one = torch.ones(300, dtype=D64)
+    best = rate(sp, wp, se, we)
+    for a in (-1.0, 1.0):
+        for b in (-1.0, 0.0, 1.0):
+            assert (rate(a * one, b * one / ham.rho[0], se, we) >= best - 1e-12).all()
+            assert (rate(sp, wp, a * one, b * one / ham.rho[1]) <= best + 1e-12).all()
+    x = torch.cat([torch.zeros(300, 2, dtype=D64), ang], 1)
+    assert torch.allclose(best, -ham(x, grad))
+
+
+class _Radial(nn.Module):
+    """u = |(x, y)| − r: the Reeds–Shepp value on the states whose heading points along the radius (a car
+    aimed at the target, forwards or backwards, drives straight in; nothing is faster at unit speed)."""
+
+    def __init__(self, r: float) -> None:
+        super().__init__()
+        self.r = r
+
+    def forward(self, x):
+        return x[:, :2].norm(dim=1) - self.r
+
+
+@pytest.mark.parametrize("heading", [math.pi + math.atan2(2.0, 3.5), math.atan2(2.0, 3.5)])
+def test_reeds_shepp_feedback_drives_straight_to_target_in_time_u(heading):
+    """From (3.5, 2) aimed at the target (forwards, then backwards): a straight path of length
+    |x₀| − r_target, taken in time u(x₀) (to one step)."""
+    p = make_problem("reeds_shepp")
+    x0 = torch.tensor([3.5, 2.0, heading])
+    tr = reeds_shepp_trajectory(_Radial(p.r_target), p, x0, dt=0.01)
+    expected = math.hypot(3.5, 2.0) - p.r_target
+    assert tr["reached"] and not tr["exited"]
+    assert abs(tr["value"] - expected) < 1e-5 and abs(tr["time"] - expected) <= 0.011
+    path = tr["path"][:, :2].double()
+    cross = path[:, 0] * 2.0 - path[:, 1] * 3.5  # distance off the line through x₀ and 0, times |x₀|
+    assert cross.abs().max() < 1e-4 and torch.allclose(tr["path"][:, 2], x0[2].expand(len(path)), atol=1e-6)
+
+
+def test_trajectory_dispatch_and_game_stops_at_capture():
+    """``trajectory`` picks the game for 6 numbers; with u = |z| − r_capture (pursuer chases straight,
+    evader runs straight) and the pursuer faster, the gap closes at σ_P − σ_E along the line of sight."""
+    p = make_problem("pursuit_evasion")
+    start = torch.tensor([0.0, 0.0, math.pi / 2, 0.0, 2.0, math.pi / 2])  # both aim along +y, evader ahead
+    tr = trajectory(_Radial(p.r_capture), p, start, dt=0.01)
+    gap = 2.0 - p.r_capture
+    assert tr["captured"] and abs(tr["time"] - gap / (p.hamiltonian.sigma[0] - p.hamiltonian.sigma[1])) < 0.05
 
 
 # ---------------------------------------------------------------- configs and CLI
