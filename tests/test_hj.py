@@ -206,6 +206,23 @@ def test_problem_samples_keep_stencils_inside():
     assert x[:, 0].max() <= 0.45 + 1e-6 and x[:, 1:].abs().max() <= 2.8 + 1e-6
     with pytest.raises(ValueError, match="unknown problem"):
         make_problem("eikonal_torus")
+    with pytest.raises(ValueError, match="cube sampling"):
+        make_problem("eikonal_cube", dim=3, sampling="radial_ball")
+
+
+def test_cube_samplings_support_and_centre_mass():
+    """``shrunk``/``radial``/``mixed`` keep stencils inside (‖x‖_∞ ≤ h − δ), ``full`` fills the cube; the
+    radial law has ‖x‖_∞ uniform on [0, h − δ] (mean (h − δ)/2), the volume-uniform one has mean
+    (h − δ)·d/(d + 1)."""
+    d, delta, n = 8, 0.5, 20000
+    norms = {s: make_problem("eikonal_cube", dim=d, sampling=s).sample_interior(n, delta, _gen(5)).abs().amax(1)
+             for s in ("full", "shrunk", "radial", "mixed")}
+    assert norms["full"].max() > 3 - delta
+    for s in ("shrunk", "radial", "mixed"):
+        assert norms[s].max() <= 3 - delta + 1e-6
+    assert abs(float(norms["radial"].mean()) - (3 - delta) / 2) < 0.03
+    assert abs(float(norms["shrunk"].mean()) - (3 - delta) * d / (d + 1)) < 0.03
+    assert abs(float(norms["mixed"].mean()) - (3 - delta) * (0.5 + d / (d + 1)) / 2) < 0.03
     with pytest.raises(ValueError, match="dim"):
         make_problem("reeds_shepp", dim=4)
 
@@ -394,6 +411,41 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
     with pytest.raises(ValueError, match="iteration counts"):
         R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
+
+
+def test_reproduce_spec_filters(monkeypatch):
+    """--only, --dims and --runs select and cap the settings; bad values are refused."""
+    from orthojac.experiments import hj_reproduce as R
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    high = R.select_specs("full", dims="20,50", runs=1)
+    assert high and all(s.runs == 1 and ("d = 20" in s.setting or "d = 50" in s.setting) for s in high)
+    assert {s.config for s in R.select_specs("quick", dims="10")} == {"eikonal_ball10", "eikonal_annulus10"}
+    assert all(s.config == "eikonal_cube8" for s in R.select_specs("quick", only="eikonal_cube8"))
+    for kw, match in (({"dims": "ten"}, "integers"), ({"dims": "7"}, "no quick setting"),
+                      ({"only": "nope"}, "unknown"), ({"runs": -1}, "runs")):
+        with pytest.raises(ValueError, match=match):
+            R.select_specs("quick", **kw)
+
+
+def test_round_lr_end_decays_geometrically(monkeypatch):
+    """A round with lr_end ends at that rate: lr_k = lr·(lr_end/lr)^{k/(n−1)} after each of the n steps;
+    the next round restarts at the solver's rate."""
+    p = make_problem("eikonal_square")
+    net = build_ansatz(2, "mlp", [4], seed=0)
+    seen = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "SGD", Spy)
+    solve(p, net, [Round(0.5, 2.0, 8, 4, 5, lr_end=1e-4), Round(0.5, 2.0, 8, 4, 2)], lr=1e-2, eval_points=10,
+          monotonicity="off", progress=False)
+    assert seen[:5] == pytest.approx([1e-2 * (1e-2) ** (k / 4) for k in range(5)]) and seen[5:] == [1e-2, 1e-2]
+    with pytest.raises(ValueError, match="lr_end"):
+        Round(0.5, 2.0, 8, 4, 5, lr_end=0.0)
 
 
 def test_every_reproduce_spec_resolves(monkeypatch):
