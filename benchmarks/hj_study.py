@@ -5,7 +5,8 @@ comparisons quoted in docs/hj.md.
 
 CONFIG names a file of configs/hj/ (without .yaml); ``iters`` replaces the per-round step counts;
 ``round.KEY=v1,v2,...`` sets a round field per round (e.g. ``round.lr_end=,,,1e-4``: empty keeps the config's;
-fewer values than rounds drop the remaining rounds); the other arguments are ``--set`` overrides (e.g. optim.name=adam optim.lr=0.001 problem.options.sampling=mixed).
+fewer values than rounds drop the remaining rounds); the other arguments are ``--set`` overrides
+(e.g. optim.name=adam optim.lr=0.001 problem.options.sampling=mixed).
 Errors are measured on 2·10⁵ held-out volume-uniform points plus the origin. One thread.
 """
 
