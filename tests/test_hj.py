@@ -437,6 +437,8 @@ def test_reproduce_spec_filters(monkeypatch):
     assert high and all(s.runs == 1 and ("d = 20" in s.setting or "d = 50" in s.setting) for s in high)
     assert {s.config for s in R.select_specs("quick", dims="10")} == {"eikonal_ball10", "eikonal_annulus10"}
     assert all(s.config == "eikonal_cube8" for s in R.select_specs("quick", only="eikonal_cube8"))
+    decay = R.select_specs("quick", only="eikonal_cube8", settings="lr decay")
+    assert len(decay) == 1 and decay[0].lr_end is not None
     for kw, match in (({"dims": "ten"}, "integers"), ({"dims": "7"}, "no quick setting"),
                       ({"only": "nope"}, "unknown"), ({"runs": -1}, "runs")):
         with pytest.raises(ValueError, match=match):
