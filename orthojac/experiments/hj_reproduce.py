@@ -7,16 +7,19 @@ mean-square scheme residual, the authors' numbers where they exist, feedback-tra
 predicted value for the control problems, mode, device), ``results/hj.md`` generated from it, and one figure
 per setting in ``docs/figures/hj_*.png``. Re-running a mode replaces that mode's rows only.
 
-``--quick`` (one thread; measured 407 s CPU and 2612 s wall on a 2-core machine shared by six jobs, where
-contention inflated CPU time 1.3–1.9× against single runs at low load): the 2-D square exactly as the
-authors (5 rounds, SGD) but 3 runs instead of 10, plus Adam (3 runs), an OrthoResidual body and a stable
-(ResNet-ODE) body (1 run each); the d = 5 cube with the authors' schedule (SGD); the d = 8 cube, d = 10
-ball and d = 10 annulus with the authors' SGD and δ/α schedule but 3–6× fewer steps (the ``iterations``
-column), one run each; the time-dependent problem (d = 2) with the authors' schedule; Reeds–Shepp and the
-two-car game with 600 steps per round and 300 points instead of 3000 steps and 800–1200 points
-(qualitative only). ``--full``: the authors' run counts and
-schedules (SGD) next to Adam, volume-uniform sampling for the ball, the d = 5 annulus and d = 5
-time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when available).
+``--quick``: the 2-D square exactly as the authors (5 rounds, SGD) but 3 runs instead of 10, plus Adam
+(3 runs), an OrthoResidual body and a stable (ResNet-ODE) body (1 run each); the d = 5 cube with the authors'
+schedule (SGD); the d = 8 cube, d = 10 ball and d = 10 annulus twice, one run each: the authors' SGD and δ/α
+schedule with 3–6× fewer steps (setting ``authors, fewer steps``), and the improved setting ``authors' steps,
+lr decay`` (the authors' full step counts, the final round's rate decaying geometrically to 1/10 of it for
+SGD, or Adam decaying to 1e-5 for the ball); the time-dependent problem (d = 2) with the authors' schedule;
+Reeds–Shepp and the two-car game with 600 steps per round and 300 points (``fewer steps``, the authors' SGD)
+and with Adam (Reeds–Shepp: the authors' rounds plus a fourth, monotone, low-viscosity round; the game: half
+the authors' steps). One thread per process; ``--jobs 2`` runs settings in two worker processes.
+``--full``: the authors' run counts and schedules (SGD) next to Adam, volume-uniform sampling for the ball,
+the d = 5 annulus and d = 5 time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when
+available); ``--dims 20,50 --runs 1`` runs just those, once each. Filters: ``--only`` (config names),
+``--dims``, ``--settings`` (setting-name substrings); each row is saved as soon as it is measured.
 """
 
 from __future__ import annotations
