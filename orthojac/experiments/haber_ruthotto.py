@@ -102,8 +102,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-channels", type=int, default=None, help="Table 1: channels (default 4 quick, 6 full)")
     p.add_argument("--image-epochs", type=int, default=None, help="Table 1: Adam epochs per level (default 5/30)")
     p.add_argument("--image-cosine", action=argparse.BooleanOptionalAction, default=None,
-                   help="Table 1: cosine decay of Adam's learning rate to lr/100 within each level (default: "
-                        "off quick, on full)")
+                   help="Table 1: cosine decay of Adam's learning rate to lr/100 within each level (default: on; "
+                        "--no-image-cosine: constant)")
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -233,7 +233,7 @@ class ImageSetting:
     iterations: int
 
 
-IMAGE_SETTINGS = {"quick": ImageSetting(2000, 1000, 2, 4, 5, 0.01, None, 10),
+IMAGE_SETTINGS = {"quick": ImageSetting(2000, 1000, 2, 4, 5, 0.01, 1e-4, 10),
                   "full": ImageSetting(None, 10000, 1, 6, 30, 0.01, 1e-4, 40)}
 
 
