@@ -486,9 +486,11 @@ def run(args: argparse.Namespace) -> int:
     common.csv_to_markdown(csv_path, csv_path.with_suffix(".md"), ["mode", "dataset", "arch", "optimizer", "layers"],
                            ["train_acc", "val_acc", "val_acc_prolonged", "seconds"],
                            title="Haber & Ruthotto: stable architectures, multilevel training",
-                           note=f"Command: `orthojac reproduce haber-ruthotto --{mode}`. Accuracies are fractions "
-                                "(best validation per level; train_acc at those parameters); seconds = wall time of "
-                                "the level's fit.")
+                           note="Command: `orthojac reproduce haber-ruthotto --quick` (rows of mode quick) or "
+                                "`--full`, possibly filtered (mode full; the commands run are in docs/stable.md; the "
+                                "CSV's iterations, n_train and width columns say what each run did). Accuracies are "
+                                "fractions (best validation per level; train_acc at those parameters); seconds = wall "
+                                "time of the level's fit.")
     img = Path(args.results_dir) / "haber_ruthotto_table1.md"
     if any(r["dataset"] in IMAGES for r in common.read_csv(csv_path)):
         tmp = Path(args.results_dir) / "haber_ruthotto_table1.csv"
