@@ -284,6 +284,7 @@ def test_reproduce_plan_and_cli_parser():
     assert {o for _, _, o in quick} == {"adam", "newton_cg"}
     assert {(d, a) for d, a, _ in quick} >= {(d, a) for d in ("ellipses", "swiss_roll", "peaks")
                                               for a in ("resnet", "antisymmetric", "verlet")}
+    assert ("swiss_roll", "verlet", "newton_cg") in quick  # the paper's swiss-roll claim, with its optimiser
     assert levels("full") == [4, 8, 16, 32, 64, 128, 256, 512, 1024] and levels("quick", images=True) == [4, 8, 16]
     args = build_parser().parse_args(["reproduce", "haber-ruthotto", "--full", "--datasets", "peaks"])
     assert args.mode == "full" and args.datasets == ["peaks"]
