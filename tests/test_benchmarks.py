@@ -57,3 +57,21 @@ def test_bench_rejects_bad_arguments(bad: list[str]) -> None:
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "orthogonal_policy.py"), "--no-write", *bad],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode == 2 and re.search(r"--threads must be ≥ 1", out.stderr)
+
+
+def test_memory_measures_each_variant_in_its_own_process() -> None:
+    out = run_bench("memory", "--archs", "tanh", "--width", "8", "--depth", "3", "--variants", "init,exact")
+    rows = {r[4]: r for r in table_rows(out, "tanh")}
+    assert set(rows) == {"init", "exact"}
+    assert float(rows["init"][8]) == 1.0 and float(rows["exact"][6]) > 0  # step peak ratio, peak MiB
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz").exists(),
+                    reason="dataset-fashion-mnist is not installed")
+def test_training_throughput_times_steps_and_accuracy() -> None:
+    out = run_bench("training_throughput", "--width", "8", "--depth", "3", "--budget", "1", "--eval-every", "5",
+                    "--variants", "init,exact")
+    rows = {r[1]: r for r in table_rows(out, "ortho_residual_relu w8 L3")}
+    assert set(rows) == {"init", "exact"}
+    assert float(rows["init"][2]) > 0 and float(rows["init"][3]) == 1.0  # samples/s, step ratio
+    assert 0.0 <= float(rows["exact"][7]) <= 1.0  # final test accuracy is a fraction
