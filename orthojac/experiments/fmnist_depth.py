@@ -41,14 +41,16 @@ import torch.nn.functional as F
 from ..diagnostics import gradient_norms, jacobian_spectrum
 from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, save_figure, write_csv
 
-__all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "make_figures",
-           "MODES"]
+__all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "OPT_IN_ARCHS",
+           "make_figures", "MODES", "update_profiles"]
 
 COLUMNS = ["mode", "body", "arch", "policy", "alpha", "depth", "seed", "test_acc", "train_acc", "epochs", "seconds",
            "device", "lr_scaling", "body_lr_scale", "width", "n_train", "status", "grad_ratio_init",
            "grad_ratio_trained"]
 ORTHO_ARCHS = ("ortho_feedforward_abs", "ortho_feedforward_sigma_k", "ortho_residual_relu_k")
 ARCHS = (*ORTHO_ARCHS, "resnet", "plain_relu")
+# opt-in (only when named in --archs; MLP body only): the untied feedforward form Aᵀ|Bx + b| + c, the tying ablation
+OPT_IN_ARCHS = ("ortho_feedforward_abs_untied",)
 BODIES = ("mlp", "conv")
 KEY = ("body", "arch", "policy", "alpha", "depth", "seed", "lr_scaling")
 
@@ -91,8 +93,8 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def grid(mode: str) -> list[Run]:
-    """The runs of a mode.
+def grid(mode: str, opt_in: tuple[str, ...] = ()) -> list[Run]:
+    """The runs of a mode, plus those of the opt-in architectures named in ``opt_in`` (:data:`OPT_IN_ARCHS`).
 
     quick: MLP at depths {8, 32, 200}, every architecture (policy init, α = 0, depth-scaled lr), plus at depth 200
     the feedforward |·| form under the exact policy, with α = 1e-3, and with a constant lr under both policies
@@ -102,7 +104,14 @@ def grid(mode: str) -> list[Run]:
 
     full: bodies {mlp, conv} × depths {8, 16, 32, 64, 128, 200, 500, 1000} × seeds {0, 1, 2}; every orthogonal
     architecture under policies {init, exact} × α {0, 1e-3}; the baselines once (policy none, α 0); and the
-    constant-lr ablation for the orthogonal architectures (policy init, α 0)."""
+    constant-lr ablation for the orthogonal architectures (policy init, α 0).
+
+    opt-in ``ortho_feedforward_abs_untied`` (MLP body only): in quick mode the runs of the tied
+    ``ortho_feedforward_abs`` MLP (policy init, α 0, depth-scaled lr at {8, 32, 200}; at 200 also exact, and
+    constant lr under both policies), in full mode the MLP runs of an orthogonal architecture."""
+    unknown = [a for a in opt_in if a not in OPT_IN_ARCHS]
+    if unknown:
+        raise ValueError(f"opt-in architectures {unknown} are unknown; choose from {OPT_IN_ARCHS}")
     if mode == "quick":
         runs = [Run("mlp", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, d, 0)
                 for d in (8, 32, 200) for a in ARCHS]
@@ -110,6 +119,10 @@ def grid(mode: str) -> list[Run]:
                  Run("mlp", "ortho_feedforward_abs", "init", 1e-3, 200, 0),
                  Run("mlp", "ortho_feedforward_abs", "init", 0.0, 200, 0, "constant"),
                  Run("mlp", "ortho_feedforward_abs", "exact", 0.0, 200, 0, "constant")]
+        for arch in opt_in:
+            runs += [Run("mlp", arch, "init", 0.0, d, 0) for d in (8, 32, 200)]
+            runs += [Run("mlp", arch, "exact", 0.0, 200, 0), Run("mlp", arch, "init", 0.0, 200, 0, "constant"),
+                     Run("mlp", arch, "exact", 0.0, 200, 0, "constant")]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 8, 0) for a in ARCHS]
         runs += [Run("conv", "ortho_feedforward_abs", "exact", 0.0, 8, 0)]
         runs += [Run("conv", a, "none" if a not in ORTHO_ARCHS else "init", 0.0, 32, 0)
@@ -121,8 +134,8 @@ def grid(mode: str) -> list[Run]:
     for body in BODIES:
         for depth in (8, 16, 32, 64, 128, 200, 500, 1000):
             for seed in MODES["full"]["seeds"]:
-                for arch in ARCHS:
-                    if arch not in ORTHO_ARCHS:
+                for arch in (*ARCHS, *(opt_in if body == "mlp" else ())):
+                    if arch not in ORTHO_ARCHS and arch not in OPT_IN_ARCHS:
                         runs.append(Run(body, arch, "none", 0.0, depth, seed))
                         continue
                     runs += [Run(body, arch, policy, alpha, depth, seed)
@@ -230,6 +243,20 @@ def _filter(runs: list[Run], args: argparse.Namespace) -> list[Run]:
     return keep
 
 
+def update_profiles(prof_path: Path, mode: str, drop: set[tuple[str, ...]], add: dict[str, Any] | None = None
+                    ) -> None:
+    """Read ``prof_path`` now, drop ``mode``'s profiles of the runs with keys in ``drop``, append ``add`` and write
+    it back atomically. Reading just before writing (not once per process) keeps the profiles that another
+    invocation — e.g. a quick run next to a long full sweep — wrote in the meantime."""
+    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+    mine = [p for p in profiles.get(mode, []) if Run(**p["run"]).key() not in drop]
+    profiles[mode] = mine + ([add] if add is not None else [])
+    prof_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = prof_path.with_name(f"{prof_path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(profiles) + "\n")
+    os.replace(tmp, prof_path)
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``orthojac reproduce fmnist-depth``."""
     from tqdm import tqdm
@@ -257,19 +284,17 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.results)
     csv_path, md_path = out / "fmnist_depth.csv", out / "fmnist_depth.md"
     prof_path = out / "fmnist_depth_profiles.json"
-    runs = _filter(grid(mode), args)
+    runs = _filter(grid(mode, tuple(a for a in (args.archs or ()) if a in OPT_IN_ARCHS)), args)
     if not runs:
         raise ValueError("the filters (--bodies/--archs/--depths/--seeds/--policies/--alphas/--lr-scalings) leave "
                          "no run")
     restart = mode == "quick" or args.restart
     selected = {r.key() for r in runs}
-    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
-    profiles.setdefault(mode, [])
     if restart:  # the selected runs' old rows and profiles go; every other row stays
         if csv_path.exists():
             write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
                        or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
-        profiles[mode] = [p for p in profiles[mode] if Run(**p["run"]).key() not in selected]
+        update_profiles(prof_path, mode, drop=selected)
     done = {tuple(str(row[k]) for k in KEY) for row in read_csv(csv_path) if row["mode"] == mode} \
         if csv_path.exists() else set()
     todo = [r for r in runs if r.key() not in done]
@@ -293,9 +318,7 @@ def run(args: argparse.Namespace) -> int:
                    f"{row['seconds']} s]")
         append_csv([row], csv_path, COLUMNS)
         if prof is not None:
-            profiles[mode] = [p for p in profiles[mode] if p["run"] != prof["run"]] + [prof]
-            prof_path.parent.mkdir(parents=True, exist_ok=True)
-            prof_path.write_text(json.dumps(profiles) + "\n")
+            update_profiles(prof_path, mode, drop={Run(**prof["run"]).key()}, add=prof)
     bar.close()
     cpu, wall = time.process_time() - cpu0, time.time() - wall0
     write_table(csv_path, md_path)
@@ -401,7 +424,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", default="docs/figures", help="where the figures go (default docs/figures)")
     p.add_argument("--runs-dir", default="runs/fmnist_depth", help="the runs' directories (metrics.jsonl, summary)")
     p.add_argument("--bodies", nargs="+", choices=BODIES, help="only these bodies")
-    p.add_argument("--archs", nargs="+", choices=ARCHS, help="only these architectures")
+    p.add_argument("--archs", nargs="+", choices=(*ARCHS, *OPT_IN_ARCHS),
+                   help="only these architectures; an opt-in one (ortho_feedforward_abs_untied, MLP) adds its runs")
     p.add_argument("--depths", nargs="+", type=int, help="only these depths (of the mode's grid)")
     p.add_argument("--seeds", nargs="+", type=int, help="only these seeds (of the mode's grid)")
     p.add_argument("--policies", nargs="+", choices=("init", "exact", "none"), help="only these policies")
