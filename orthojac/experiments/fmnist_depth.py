@@ -322,7 +322,7 @@ def run(args: argparse.Namespace) -> int:
     bar.close()
     cpu, wall = time.process_time() - cpu0, time.time() - wall0
     write_table(csv_path, md_path)
-    figs = make_figures(csv_path, prof_path, Path(args.figures), mode)
+    figs = make_figures(csv_path, prof_path, Path(args.figures))
     print(f"wrote {csv_path}, {md_path}, {prof_path}, {', '.join(str(f) for f in figs)}")
     print(f"{mode} mode: {len(todo)} runs, {cpu:.0f} s CPU time (this process), {wall:.0f} s wall, "
           f"{os.cpu_count()} cores")
@@ -352,68 +352,77 @@ def write_table(csv_path: Path, md_path: Path) -> Path:
     return md_path
 
 
-def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path, mode: str) -> list[Path]:
-    """Accuracy vs depth (per body), gradient norm vs layer (init / trained) and body Jacobian singular values
-    (init / trained) for the profiled runs of ``mode``."""
+def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path) -> list[Path]:
+    """The figures, from every row of the CSV and every profile (both modes; one row of panels per mode present,
+    quick above full): test accuracy vs depth (one panel per body), gradient norm vs layer (init / trained) and
+    body Jacobian singular values (init / trained) of the profiled runs."""
     pyplot = plt()
     fig_dir.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in read_csv(csv_path) if r["mode"] == mode]
+    all_rows = read_csv(csv_path)
+    modes = [m for m in MODES if any(r["mode"] == m for r in all_rows)]
     paths = []
-    bodies = [b for b in BODIES if any(r["body"] == b for r in rows)]
-    fig, axes = pyplot.subplots(1, max(1, len(bodies)), figsize=(6.5 * max(1, len(bodies)), 4.5), squeeze=False)
-    for ax, body in zip(axes[0], bodies, strict=False):
-        series: dict[str, dict[int, list[float]]] = {}
-        for r in rows:
-            if r["body"] != body:
-                continue
-            label = r["arch"] + ("" if r["policy"] in ("init", "none") else f" [{r['policy']}]") + \
-                ("" if float(r["alpha"]) == 0 else f" α={r['alpha']}") + \
-                ("" if r["lr_scaling"] == "depth" else " [constant lr]")
-            series.setdefault(label, {}).setdefault(int(r["depth"]), []).append(float(r["test_acc"]))
-        for label, pts in sorted(series.items()):
-            ds = sorted(pts)
-            mean = [sum(pts[d]) / len(pts[d]) for d in ds]
-            std = [(sum((v - m) ** 2 for v in pts[d]) / max(1, len(pts[d]) - 1)) ** 0.5 for d, m in zip(ds, mean,
-                                                                                                   strict=True)]
-            style = "--" if ("[" in label or "α" in label) else "-"
-            ax.errorbar(ds, mean, yerr=std, marker="o", linestyle=style, capsize=3, label=label)
-        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
-        ax.set(xscale="log", xlabel="depth L (body layers)", ylabel="test accuracy", ylim=(0, 1),
-               title=f"Fashion-MNIST, {body} body ({mode} mode)")
-        ax.legend(fontsize=7)
+    bodies = [b for b in BODIES if any(r["body"] == b for r in all_rows)]
+    nr, nc = max(1, len(modes)), max(1, len(bodies))
+    fig, axes = pyplot.subplots(nr, nc, figsize=(6.5 * nc, 4.5 * nr), squeeze=False)
+    for i, mode in enumerate(modes):
+        rows = [r for r in all_rows if r["mode"] == mode]
+        for ax, body in zip(axes[i], bodies, strict=False):
+            series: dict[str, dict[int, list[float]]] = {}
+            for r in rows:
+                if r["body"] != body:
+                    continue
+                label = r["arch"] + ("" if r["policy"] in ("init", "none") else f" [{r['policy']}]") + \
+                    ("" if float(r["alpha"]) == 0 else f" α={r['alpha']}") + \
+                    ("" if r["lr_scaling"] == "depth" else " [constant lr]")
+                series.setdefault(label, {}).setdefault(int(r["depth"]), []).append(float(r["test_acc"]))
+            for label, pts in sorted(series.items()):
+                ds = sorted(pts)
+                mean = [sum(pts[d]) / len(pts[d]) for d in ds]
+                std = [(sum((v - m) ** 2 for v in pts[d]) / max(1, len(pts[d]) - 1)) ** 0.5
+                       for d, m in zip(ds, mean, strict=True)]
+                style = "--" if ("[" in label or "α" in label) else "-"
+                ax.errorbar(ds, mean, yerr=std, marker="o", linestyle=style, capsize=3, label=label)
+            ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+            ax.set(xscale="log", xlabel="depth L (body layers)", ylabel="test accuracy", ylim=(0, 1),
+                   title=f"Fashion-MNIST, {body} body ({mode} mode)")
+            if series:
+                ax.legend(fontsize=7)
     paths.append(save_figure(fig, fig_dir / "fmnist_depth_accuracy.png", dpi=110))
 
-    profiles = json.loads(prof_path.read_text()).get(mode, []) if prof_path.exists() else []
-    if profiles:
-        fig, (a0, a1) = pyplot.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-        for p in profiles:
-            lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
-            a0.semilogy(p["grad_init"], label=lab)
-            a1.semilogy(p["grad_trained"], label=lab)
-        a0.set(xlabel="layer ℓ", ylabel="‖∂L/∂x_ℓ‖ (mean over 256 samples)", title="at initialisation")
-        a1.set(xlabel="layer ℓ", title="after training")
+    stored = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+    pmodes = [m for m in MODES if stored.get(m)]
+    if not pmodes:
+        return paths
+    label = lambda p, m: f"{m} {p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"  # noqa: E731
+    fig, axes = pyplot.subplots(len(pmodes), 2, figsize=(12, 4.5 * len(pmodes)), sharey=True, squeeze=False)
+    for (a0, a1), mode in zip(axes, pmodes, strict=True):
+        for p in stored[mode]:
+            a0.semilogy(p["grad_init"], label=label(p, mode))
+            a1.semilogy(p["grad_trained"], label=label(p, mode))
+        a0.set(xlabel="layer ℓ", ylabel="‖∂L/∂x_ℓ‖ (mean over 256 samples)", title=f"at initialisation ({mode})")
+        a1.set(xlabel="layer ℓ", title=f"after training ({mode})")
         a0.legend(fontsize=7)
-        paths.append(save_figure(fig, fig_dir / "fmnist_depth_gradnorms.png", dpi=110))
+    paths.append(save_figure(fig, fig_dir / "fmnist_depth_gradnorms.png", dpi=110))
 
-        fig, (a0, a1) = pyplot.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-        for p in profiles:
+    fig, axes = pyplot.subplots(len(pmodes), 2, figsize=(12, 4.5 * len(pmodes)), sharey=True, squeeze=False)
+    for (a0, a1), mode in zip(axes, pmodes, strict=True):
+        for p in stored[mode]:
             if not p.get("spectrum_init"):
                 continue
-            lab = f"{p['run']['body']} {p['run']['arch']} L={p['run']['depth']}"
             for ax, key in ((a0, "spectrum_init"), (a1, "spectrum_trained")):
                 sv = [max(v, 1e-30) for v in p[key][0]]
                 lanczos = p.get("spectrum_method") == "lanczos"  # the k largest and k smallest only
                 kw = {"marker": ".", "ls": ":"} if lanczos else {}
-                shown = lab + (" (extremes)" if lanczos else "")
+                shown = label(p, mode) + (" (extremes)" if lanczos else "")
                 line, = ax.semilogy(range(1, len(sv) + 1), sv, label=shown, **kw)
                 for other in p[key][1:]:
                     ax.semilogy(range(1, len(other) + 1), [max(v, 1e-30) for v in other], color=line.get_color(),
                                 alpha=0.3, lw=0.8)
         a0.set(xlabel="index i (extremes: the 8 largest, then the 8 smallest)", ylabel="σ_i(∂x_L/∂x₀)",
-               title="body Jacobian singular values at initialisation")
-        a1.set(xlabel="index i", title="after training")
+               title=f"body Jacobian singular values at initialisation ({mode})")
+        a1.set(xlabel="index i", title=f"after training ({mode})")
         a0.legend(fontsize=7)
-        paths.append(save_figure(fig, fig_dir / "fmnist_depth_spectra.png", dpi=110))
+    paths.append(save_figure(fig, fig_dir / "fmnist_depth_spectra.png", dpi=110))
     return paths
 
 
