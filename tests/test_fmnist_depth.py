@@ -56,7 +56,7 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     for r in rows:
         assert 0.0 <= float(r["test_acc"]) <= 1.0 and 0.0 <= float(r["train_acc"]) <= 1.0
         assert r["policy"] == ("none" if r["arch"] in ("resnet", "plain_relu") else r["policy"])
-        assert r["body_lr_scale"] == "1"  # depth 8: min(1, 8/8)
+        assert r["body_lr_scale"] == "1" and r["lr"] == "0.002"  # depth 8: min(1, 8/8); quick η
     ortho = [r for r in rows if r["arch"] in fmnist_depth.ORTHO_ARCHS]
     assert all(abs(float(r["grad_ratio_init"]) - 1) < 1e-3 for r in ortho)  # orthogonal body: no vanishing
     md = (res / "fmnist_depth.md").read_text()
@@ -69,6 +69,7 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     assert main(full) == 0
     rows = read_csv(res / "fmnist_depth.csv")
     assert {r["mode"] for r in rows} == {"quick", "full"} and sum(r["mode"] == "full" for r in rows) == 1
+    assert [r["lr"] for r in rows if r["mode"] == "full"] == ["0.0005"]  # the full MLP's η
     assert main(full) == 0
     assert len(read_csv(res / "fmnist_depth.csv")) == len(rows)
     # a filtered quick run redoes only its own runs

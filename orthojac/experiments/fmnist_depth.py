@@ -46,7 +46,7 @@ __all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS",
 
 COLUMNS = ["mode", "body", "arch", "policy", "alpha", "depth", "seed", "test_acc", "train_acc", "epochs", "seconds",
            "device", "lr_scaling", "body_lr_scale", "width", "n_train", "status", "grad_ratio_init",
-           "grad_ratio_trained"]
+           "grad_ratio_trained", "lr"]
 ORTHO_ARCHS = ("ortho_feedforward_abs", "ortho_feedforward_sigma_k", "ortho_residual_relu_k")
 ARCHS = (*ORTHO_ARCHS, "resnet", "plain_relu")
 # opt-in (only when named in --archs; MLP body only): the untied feedforward form Aᵀ|Bx + b| + c, the tying ablation
@@ -86,7 +86,10 @@ MODES: dict[str, dict[str, Any]] = {
         "seeds": (0,), "lr": 2e-3, "batch_size": 128, "warmup_steps": 10, "profile_depth": 200,
     },
     "full": {
-        "mlp": {"width": 128, "n_train": None, "n_test": None, "epochs": 20},
+        # η = 5e-4 for the MLP: with η = 2e-3 (body 8e-5 at L = 200) the width-128 depth-200 feedforward MLP's
+        # loss rose from 0.67 to 1.9 over the first 400 steps; η = 5e-4 (body 2e-5) kept it falling
+        # (docs/fmnist_depth.md, "Full mode")
+        "mlp": {"width": 128, "n_train": None, "n_test": None, "epochs": 20, "lr": 5e-4},
         "conv": {"width": 16, "n_train": None, "n_test": None, "epochs": 20},
         "seeds": (0, 1, 2), "lr": 2e-3, "batch_size": 128, "warmup_steps": 200, "profile_depth": 200,
     },
@@ -177,7 +180,7 @@ def run_config(r: Run, mode: str, settings: dict[str, Any], device: str, runs_di
                   "policy": "init" if r.policy == "none" else r.policy, "seed": r.seed},
         "data": {"dataset": "fashion-mnist", "root": data_root, "n_train": b["n_train"], "n_test": b["n_test"],
                  "val_fraction": 0.0, "batch_size": settings["batch_size"], "seed": 0},
-        "optim": {"name": "adam", "lr": settings["lr"], "warmup_steps": settings["warmup_steps"],
+        "optim": {"name": "adam", "lr": b.get("lr", settings["lr"]), "warmup_steps": settings["warmup_steps"],
                   "schedule": "cosine", "body_lr_scale": "depth" if r.lr_scaling == "depth" else 1.0,
                   "body_lr_ref_depth": 8},
         "regularizers": {"orthogonality": r.alpha} if r.alpha > 0 else {},
@@ -226,6 +229,7 @@ def run_one(r: Run, mode: str, settings: dict[str, Any], data: Any, device: str,
         "lr_scaling": r.lr_scaling, "body_lr_scale": f"{trainer.body_lr_scale:.4g}",
         "width": settings[r.body]["width"], "n_train": len(data.train[1]), "status": status,
         "grad_ratio_init": f"{ratio(g0):.4g}", "grad_ratio_trained": f"{ratio(g1):.4g}",
+        "lr": f"{settings[r.body].get('lr', settings['lr']):g}",
     }
     return row, prof
 
@@ -272,6 +276,8 @@ def run(args: argparse.Namespace) -> int:
             settings[body]["n_train"] = args.n_train
         if args.n_test is not None:
             settings[body]["n_test"] = args.n_test
+        if args.lr is not None:
+            settings[body]["lr"] = args.lr
     if args.width is not None:
         settings["mlp"]["width"] = args.width
     if args.conv_width is not None:
@@ -444,6 +450,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-train", type=int, help="override the mode's training-set size")
     p.add_argument("--n-test", type=int, help="override the mode's test-set size")
     p.add_argument("--width", type=int, help="override the MLP width")
+    p.add_argument("--lr", type=float, help="override the mode's Adam learning rate η (the body's is η·min(1, 8/L))")
     p.add_argument("--conv-width", type=int, help="override the conv body's first-stage channels")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     p.add_argument("--restart", action="store_true", help="full mode: redo runs already in the CSV")
