@@ -26,7 +26,7 @@ import math
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 COLUMNS = ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs", "mse_std", "max_err_std", "optimizer",
@@ -102,6 +102,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default="", help="comma-separated config names to run (default: all of the mode)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: CUDA when available)")
     p.add_argument("--progress", action="store_true", help="progress bar per run")
+    p.add_argument("--dims", default="", help="comma-separated space dimensions to run (e.g. 20,50; default: all)")
+    p.add_argument("--runs", type=int, default=0, help="cap the runs per setting (0: the mode's counts)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="settings run in this many worker processes, one thread each (default 1)")
 
 
 def _stats(xs: list[float]) -> tuple[float, float]:
@@ -209,25 +213,59 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
     return md_path
 
 
+def select_specs(mode: str, only: str = "", dims: str = "", runs: int = 0) -> tuple[Spec, ...]:
+    """The specs of a mode, filtered by config names (``only``) and space dimensions (``dims``), with the
+    runs per setting capped at ``runs`` (0: no cap). Unknown names, bad dimensions or an empty selection
+    raise ValueError."""
+    from ..hj.config import load_hj_config
+
+    specs = QUICK if mode == "quick" else FULL
+    if only:
+        wanted = {s.strip() for s in only.split(",")}
+        known = {s.config for s in specs}
+        if not wanted <= known:
+            raise ValueError(f"--only: unknown {sorted(wanted - known)}; choose from {sorted(known)}")
+        specs = tuple(s for s in specs if s.config in wanted)
+    if dims:
+        try:
+            wanted_d = {int(v) for v in dims.split(",")}
+        except ValueError:
+            raise ValueError(f"--dims: expected comma-separated integers, got {dims!r}") from None
+        specs = tuple(s for s in specs
+                      if load_hj_config(Path("configs/hj") / f"{s.config}.yaml", s.overrides).dim in wanted_d)
+    if runs < 0:
+        raise ValueError(f"--runs must be ≥ 0, got {runs}")
+    if runs:
+        specs = tuple(replace(s, runs=min(s.runs, runs)) for s in specs)
+    if not specs:
+        raise ValueError(f"no {mode} setting matches --only {only!r} --dims {dims!r}")
+    return specs
+
+
+def _worker(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    return run_spec(spec, mode, device, figures, progress)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from .common import append_csv
 
     torch.set_num_threads(1)
-    specs = QUICK if args.mode == "quick" else FULL
-    if args.only:
-        wanted = {s.strip() for s in args.only.split(",")}
-        known = {s.config for s in specs}
-        if not wanted <= known:
-            raise ValueError(f"--only: unknown {sorted(wanted - known)}; choose from {sorted(known)}")
-        specs = tuple(s for s in specs if s.config in wanted)
+    specs = select_specs(args.mode, args.only, getattr(args, "dims", ""), getattr(args, "runs", 0))
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be ≥ 1, got {jobs}")
     out = Path(args.out)
-    rows = []
     t0, c0 = time.perf_counter(), time.process_time()
-    for i, spec in enumerate(specs, 1):
-        row = run_spec(spec, args.mode, args.device, args.figures, args.progress)
-        rows.append(row)
+    cpu = 0.0
+
+    def save(i: int, spec: Spec, row: dict) -> None:
+        nonlocal cpu
+        cpu += row["cpu_seconds"] * row["runs"]
         nums = " ".join(f"{k}={row[k]:.4g}" for k in ("mse", "max_err", "residual") if isinstance(row[k], float))
         print(f"[{i}/{len(specs)}] {row['problem']} d={row['dim']} {row['arch']} {spec.setting}: {nums} "
               f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
@@ -235,6 +273,19 @@ def run(args: argparse.Namespace) -> int:
         # keeps every other row
         append_csv([row], out, COLUMNS, replace_where={k: row[k] for k in ("problem", "dim", "arch", "setting",
                                                                            "mode")})
+
+    if jobs == 1:
+        for i, spec in enumerate(specs, 1):
+            save(i, spec, run_spec(spec, args.mode, args.device, args.figures, args.progress))
+    else:  # independent settings in worker processes (spawned: no shared torch state), saved as they finish
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            futs = {pool.submit(_worker, s, args.mode, args.device, args.figures, False): s for s in specs}
+            for i, fut in enumerate(as_completed(futs), 1):
+                save(i, futs[fut], fut.result())
     md = write_markdown(out, out.with_suffix(".md"))
-    print(f"total: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU; wrote {out} and {md}")
+    print(f"total: {time.perf_counter() - t0:.0f} s wall; {cpu:.0f} s CPU in training ({jobs} process(es)), "
+          f"{time.process_time() - c0:.0f} s CPU in this process; wrote {out} and {md}")
     return 0

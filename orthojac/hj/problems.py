@@ -122,12 +122,22 @@ def _check_dim(dim: int, lo: int = 1) -> int:
 
 
 class EikonalCube(Problem):
-    """|∇u|² = f in (−h, h)^d, u = 0 on the boundary; for f = 1, u = h − ‖x‖_∞ (notes P1, P2)."""
+    """|∇u|² = f in (−h, h)^d, u = 0 on the boundary; for f = 1, u = h − ‖x‖_∞ (notes P1, P2).
+
+    ``sampling`` of the interior points: ``"full"`` — uniform in the whole cube (stencils may poke out by δ);
+    ``"shrunk"`` — uniform in (−(h − δ), h − δ)^d, as the authors' ``data_gen_cube.rand_int_points``;
+    ``"radial"`` — the cube's analogue of the ball's radial law: ‖x‖_∞ ~ U[0, h − δ] times a point uniform
+    on the unit cube's surface, so the centre, where the 2d pyramid faces of u meet and the top value h sits,
+    is visited as often as the rim (volume-uniform points reach ‖x‖_∞ < h/2 with probability 2^{−d});
+    ``"mixed"``: half ``shrunk``, half ``radial``."""
 
     has_exact = True
+    SAMPLINGS = ("full", "shrunk", "radial", "mixed")
 
-    def __init__(self, dim: int = 2, half: float = 3.0) -> None:
-        self.dim, self.half = _check_dim(dim), float(half)
+    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "full") -> None:
+        if sampling not in self.SAMPLINGS:
+            raise ValueError(f"cube sampling must be one of {self.SAMPLINGS}, got {sampling!r}")
+        self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
         self.name = "eikonal_square" if dim == 2 else "eikonal_cube"
         self.hamiltonian = QuadraticEikonal()
 
@@ -135,7 +145,15 @@ class EikonalCube(Problem):
         return self.half - x.abs().amax(1)
 
     def sample_interior(self, n, delta, g, delta_t=None):
-        return sampling.cube(n, self.dim, self.half, g)
+        if self.sampling == "full":
+            return sampling.cube(n, self.dim, self.half, g)
+        inner = max(self.half - delta, 0.0)
+        m = {"shrunk": 0, "radial": n, "mixed": n // 2}[self.sampling]
+        x = sampling.cube(n - m, self.dim, inner, g)
+        if m:
+            r = torch.rand(m, 1, generator=g) * inner
+            x = torch.cat([x, r * sampling.cube_faces(m, self.dim, 1.0, g)])
+        return x
 
     def sample_boundary(self, n, g):
         y = sampling.cube_faces(n, self.dim, self.half, g)
