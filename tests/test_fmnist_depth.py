@@ -61,7 +61,7 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     assert all(abs(float(r["grad_ratio_init"]) - 1) < 1e-3 for r in ortho)  # orthogonal body: no vanishing
     md = (res / "fmnist_depth.md").read_text()
     assert "| mode | body | depth | arch |" in md and "fmnist_depth.csv" in md
-    for name in ("accuracy", "gradnorms", "spectra"):
+    for name in ("accuracy", "gradnorms", "spectra", "feedforward_ablation"):
         assert (figs / f"fmnist_depth_{name}.png").stat().st_size > 5000
     # a full-mode slice is added next to the quick rows, and is skipped when run again (resume)
     full = ["reproduce", "fmnist-depth", "--full", "--bodies", "mlp", "--archs", "resnet", "--depths", "8",

@@ -336,26 +336,63 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_table(csv_path: Path, md_path: Path) -> Path:
-    """results/fmnist_depth.md: mean ± std over seeds for each (mode, body, arch, policy, α, lr scaling, depth)."""
+    """results/fmnist_depth.md: mean ± std over seeds for each (mode, body, depth, arch, policy, α, lr scaling, η)."""
     rows = read_csv(csv_path)
-    order = {a: i for i, a in enumerate(ARCHS)}
+    order = {a: i for i, a in enumerate((ARCHS[0], *OPT_IN_ARCHS, *ARCHS[1:]))}  # untied next to tied
     rows.sort(key=lambda r: (r["mode"], r["body"], int(r["depth"]), order.get(r["arch"], 99), r["policy"],
                              float(r["alpha"]), r["lr_scaling"], int(r["seed"])))
     tmp = csv_path.with_name(csv_path.stem + ".sorted.csv")
     write_csv(rows, tmp, COLUMNS)
     try:
-        csv_to_markdown(tmp, md_path, ["mode", "body", "depth", "arch", "policy", "alpha", "lr_scaling"],
+        csv_to_markdown(tmp, md_path, ["mode", "body", "depth", "arch", "policy", "alpha", "lr_scaling", "lr"],
                         ["test_acc", "train_acc", "grad_ratio_init", "grad_ratio_trained", "seconds"],
                         title="Fashion-MNIST: accuracy against depth",
                         note="Written by `orthojac reproduce fmnist-depth` (see docs/fmnist_depth.md). "
                              "Accuracies are fractions; grad_ratio = ‖∂L/∂x₀‖ / ‖∂L/∂x_L‖ over the body "
-                             "(1 = no vanishing or exploding); mean ± std over seeds; n = runs. Device: "
+                             "(1 = no vanishing or exploding); lr = Adam's η (the body's: η·body_lr_scale); mean ± std "
+                             "over seeds; n = runs. Device: "
                              + ", ".join(sorted({r["device"] for r in rows})) + ".")
     finally:
         tmp.unlink(missing_ok=True)
     text = md_path.read_text().replace(f"`{tmp.as_posix()}`", f"`{csv_path.as_posix()}`")
     md_path.write_text(text)
     return md_path
+
+
+def ablation_figure(rows: list[dict[str, str]], path: Path) -> Path | None:
+    """What makes the feedforward (no skip) MLP train at its deepest depth: test accuracy of Aᵀ|Bx + b| + c, tied
+    (A = B) and untied, under policy init / exact, with the depth-scaled and the constant body lr (α = 0; mean
+    over seeds, the seeds as dots), one panel per mode. None when no mode has these rows."""
+    archs = ("ortho_feedforward_abs", "ortho_feedforward_abs_untied")
+    sel = [r for r in rows if r["body"] == "mlp" and r["arch"] in archs and float(r["alpha"]) == 0]
+    panels = []
+    for mode in MODES:
+        mine = [r for r in sel if r["mode"] == mode]
+        if mine:
+            panels.append((mode, max(int(r["depth"]) for r in mine)))
+    if not panels:
+        return None
+    pyplot = plt()
+    cells = [(p, s) for p in ("init", "exact") for s in ("depth", "constant")]
+    fig, axes = pyplot.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.2), squeeze=False)
+    for ax, (mode, depth) in zip(axes[0], panels, strict=True):
+        for j, arch in enumerate(archs):
+            for i, (policy, scaling) in enumerate(cells):
+                accs = [float(r["test_acc"]) for r in sel if r["mode"] == mode and int(r["depth"]) == depth
+                        and r["arch"] == arch and r["policy"] == policy and r["lr_scaling"] == scaling]
+                x = i + (j - 0.5) * 0.38
+                if accs:
+                    ax.bar(x, sum(accs) / len(accs), width=0.36, color=f"C{j}", alpha=0.85,
+                           label=("tied A = B" if j == 0 else "untied A, B") if i == 0 else None)
+                    ax.plot([x] * len(accs), accs, "k.", ms=4)
+                    ax.text(x, sum(accs) / len(accs) + 0.01, f"{sum(accs) / len(accs):.3f}", ha="center", fontsize=7)
+                else:
+                    ax.text(x, 0.02, "not run", ha="center", rotation=90, fontsize=7, color="grey")
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(range(len(cells)), [f"{p}\n{'η·8/L' if s == 'depth' else 'η (constant)'}" for p, s in cells])
+        ax.set(ylim=(0, 1), ylabel="test accuracy", title=f"feedforward |·| MLP, L = {depth} ({mode} mode)")
+        ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=110)
 
 
 def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path) -> list[Path]:
@@ -381,19 +418,23 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path) -> list[Path]:
                     ("" if float(r["alpha"]) == 0 else f" α={r['alpha']}") + \
                     ("" if r["lr_scaling"] == "depth" else " [constant lr]")
                 series.setdefault(label, {}).setdefault(int(r["depth"]), []).append(float(r["test_acc"]))
-            for label, pts in sorted(series.items()):
+            ax.set_prop_cycle(color=[pyplot.get_cmap("tab20")(k % 20) for k in range(len(series))])
+            for k, (label, pts) in enumerate(sorted(series.items())):
                 ds = sorted(pts)
                 mean = [sum(pts[d]) / len(pts[d]) for d in ds]
                 std = [(sum((v - m) ** 2 for v in pts[d]) / max(1, len(pts[d]) - 1)) ** 0.5
                        for d, m in zip(ds, mean, strict=True)]
                 style = "--" if ("[" in label or "α" in label) else "-"
-                ax.errorbar(ds, mean, yerr=std, marker="o", linestyle=style, capsize=3, label=label)
+                ax.errorbar(ds, mean, yerr=std, marker="osD^v<>"[k % 7], linestyle=style, capsize=3, label=label)
             ax.axhline(0.1, color="grey", lw=0.8, ls=":")
             ax.set(xscale="log", xlabel="depth L (body layers)", ylabel="test accuracy", ylim=(0, 1),
                    title=f"Fashion-MNIST, {body} body ({mode} mode)")
             if series:
                 ax.legend(fontsize=7)
     paths.append(save_figure(fig, fig_dir / "fmnist_depth_accuracy.png", dpi=110))
+    ablation = ablation_figure(all_rows, fig_dir / "fmnist_depth_feedforward_ablation.png")
+    if ablation is not None:
+        paths.append(ablation)
 
     stored = json.loads(prof_path.read_text()) if prof_path.exists() else {}
     pmodes = [m for m in MODES if stored.get(m)]

@@ -40,7 +40,8 @@ from ..train.newton_cg import NewtonCGConfig, fit_newton_cg
 from . import common
 
 COLUMNS = ["dataset", "arch", "layers", "optimizer", "train_acc", "val_acc", "seconds", "val_acc_prolonged",
-           "train_err", "val_err", "width", "T", "h", "alpha", "iterations", "n_train", "n_val", "mode", "device"]
+           "train_err", "val_err", "width", "T", "h", "alpha", "iterations", "n_train", "n_val", "mode", "device",
+           "pool"]
 TOY = ("ellipses", "swiss_roll", "peaks")
 IMAGES = ("fmnist", "mnist")
 OPTIMIZERS = ("adam", "newton_cg")
@@ -95,6 +96,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None, help="Adam epochs per level on the 2-D sets (default: mode's)")
     p.add_argument("--iterations", type=int, default=None,
                    help="Newton-CG outer iterations per level on the 2-D sets (default: mode's)")
+    p.add_argument("--image-train", type=int, default=None,
+                   help="Table 1: training images (validation: max(1000, n/5); default 2000 quick, 50 000 full)")
+    p.add_argument("--image-pool", type=int, default=None, help="Table 1: average pooling (default 2 quick, 1 full)")
+    p.add_argument("--image-channels", type=int, default=None, help="Table 1: channels (default 4 quick, 6 full)")
+    p.add_argument("--image-epochs", type=int, default=None, help="Table 1: Adam epochs per level (default 5/30)")
+    p.add_argument("--image-cosine", action=argparse.BooleanOptionalAction, default=None,
+                   help="Table 1: cosine decay of Adam's learning rate to lr/100 within each level (default: on; "
+                        "--no-image-cosine: constant)")
 
 
 # ---------------------------------------------------------------------------------------------- plans
@@ -131,6 +140,15 @@ def _dynamics_kw(arch: str, seed: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- 2-D runs
+def level_epochs(base: int, layers: int) -> int:
+    """Adam epochs at level N: ``base`` up to N = 32; beyond, base·32/N but at least min(base, 10), so that every
+    finer level costs about as much as N = 32 (an epoch costs ∝ N) while the prolonged weights, already close to
+    the ODE limit there, only need refining. Ours, not the paper's (it gives no iteration counts)."""
+    if layers <= 32:
+        return base
+    return max(min(base, 10), round(base * 32 / layers))
+
+
 def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
             device: torch.device | str = "cpu", epochs: int | None = None, iterations: int | None = None,
             max_layers: int | None = None, on_row: Callable[[dict], Any] | None = None) -> tuple[list[dict], Any]:
@@ -150,7 +168,8 @@ def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
         bs = min(st.adam_batch, len(yt))
 
         def fit(m, n):
-            return fit_adam(m, (xt, yt, xv, yv), epochs=iters, lr=st.adam_lr, lr_final=st.adam_lr_final,
+            return fit_adam(m, (xt, yt, xv, yv), epochs=level_epochs(iters, n), lr=st.adam_lr,
+                            lr_final=st.adam_lr_final,
                             batch_size=bs, alpha=st.alpha, generator=g, progress=progress,
                             desc=f"{ds}/{arch}/adam N={n}")
     else:
@@ -166,7 +185,8 @@ def run_toy(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
     def on_level(lr) -> None:  # keep a copy of the network at its best level (the model itself is prolonged on)
         if "level" not in kept or lr.fit.val_acc > kept["level"].fit.val_acc:
             kept["level"], kept["model"] = lr, copy.deepcopy(model)
-        rows.append(_row(ds, arch, opt, lr, width, st.T, st.alpha, iters, len(yt), len(yv), mode, device))
+        its = level_epochs(iters, lr.layers) if opt == "adam" else iters
+        rows.append(_row(ds, arch, opt, lr, width, st.T, st.alpha, its, len(yt), len(yv), mode, device))
         if on_row is not None:
             on_row(rows[-1])
 
@@ -196,15 +216,49 @@ def image_runs(mode: str) -> list[str]:
     return out
 
 
+@dataclass(frozen=True)
+class ImageSetting:
+    """Table 1 (notes §11): T = 6, α = 0.005, Laplacian weight 0.01 on the classifier, N = 4, 8, 16. The rest is
+    the mode's: ``n_train`` training images (None: the paper's 50 000 / 10 000 split), ``pool``×``pool`` average
+    pooling, ``channels`` (the paper: 6), Adam epochs per level with learning rate ``lr`` decayed by a cosine to
+    lr/100 within each level (``lr_final``; None: constant), Newton-CG outer iterations per level."""
+
+    n_train: int | None
+    n_val: int
+    pool: int
+    channels: int
+    epochs: int
+    lr: float
+    lr_final: float | None
+    iterations: int
+
+
+IMAGE_SETTINGS = {"quick": ImageSetting(2000, 1000, 2, 4, 5, 0.01, 1e-4, 10),
+                  "full": ImageSetting(None, 10000, 1, 6, 30, 0.01, 1e-4, 40)}
+
+
+def image_setting(mode: str, n_train: int | None = None, pool: int | None = None, channels: int | None = None,
+                  epochs: int | None = None, cosine: bool | None = None) -> ImageSetting:
+    """The mode's :data:`IMAGE_SETTINGS` with the given fields replaced (``--image-*`` options)."""
+    st = IMAGE_SETTINGS[mode]
+    for name, v in (("n_train", n_train), ("pool", pool), ("channels", channels), ("epochs", epochs)):
+        if v is not None and v < 1:
+            raise ValueError(f"--image-{name.replace('_', '-')} must be ≥ 1, got {v}")
+    lr_final = st.lr_final if cosine is None else (st.lr / 100 if cosine else None)
+    return ImageSetting(n_train or st.n_train, st.n_val if not n_train else max(1000, n_train // 5),
+                        pool or st.pool, channels or st.channels, epochs or st.epochs, st.lr, lr_final, st.iterations)
+
+
 def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: bool,
-               device: torch.device | str = "cpu") -> list[dict]:
+               device: torch.device | str = "cpu", setting: ImageSetting | None = None) -> list[dict]:
     name = "fashion-mnist" if ds == "fmnist" else "mnist"
-    if mode == "quick":
-        d = load_splits(name, n_train=2000, n_val=1000, n_test=1, val_fraction=1 / 6, seed=seed, progress=False)
-        pool, channels, epochs = 2, 4, 5
-    else:
+    st = setting or IMAGE_SETTINGS[mode]
+    if st.n_train is None:
         d = load_splits(name, val_fraction=1 / 6, n_test=1, seed=seed, progress=False)  # 50 000 / 10 000
-        pool, channels, epochs = 1, 6, 30
+    else:
+        d = load_splits(name, n_train=st.n_train, n_val=st.n_val, n_test=1, val_fraction=1 / 6, seed=seed,
+                        progress=False)
+    pool, channels, epochs = st.pool, st.channels, st.epochs
     xt, yt = d.train
     xv, yv = d.val
     if pool > 1:
@@ -220,12 +274,12 @@ def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: boo
     data = (xt, yt, xv, yv)
     if opt == "adam":
         def fit(m, n):
-            return fit_adam(m, data, epochs=epochs, lr=0.01, batch_size=100, alpha=alpha, generator=g,
-                            progress=progress, desc=f"{ds}/{arch}/adam N={n}",
+            return fit_adam(m, data, epochs=epochs, lr=st.lr, lr_final=st.lr_final, batch_size=100, alpha=alpha,
+                            generator=g, progress=progress, desc=f"{ds}/{arch}/adam N={n}",
                             penalty=lambda mm: alpha_w * spatial_smoothness(mm.classifier.weight, lap, channels))
         iters = epochs
     else:
-        cfg = NewtonCGConfig(iterations=10 if mode == "quick" else 40, batch_size=len(yt), curvature_fraction=min(
+        cfg = NewtonCGConfig(iterations=st.iterations, batch_size=len(yt), curvature_fraction=min(
             1.0, 5000 / len(yt)), newton_its=5, newton_cg_its=10, gn_cg_its=20, alpha=alpha, alpha_w=alpha_w)
 
         def fit(m, n):
@@ -233,7 +287,8 @@ def run_images(ds: str, arch: str, opt: str, mode: str, seed: int, progress: boo
                                  desc=f"{ds}/{arch}/ncg N={n}")
         iters = cfg.iterations
     res = train_multilevel(model, lv, fit, xv, yv)
-    return [_row(ds, arch, opt, r, channels, T, alpha, iters, len(yt), len(yv), mode, device) for r in res]
+    return [{**_row(ds, arch, opt, r, channels, T, alpha, iters, len(yt), len(yv), mode, device), "pool": pool}
+            for r in res]
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -314,16 +369,19 @@ ARCH_COLORS = {"resnet": "tab:blue", "antisymmetric": "tab:orange", "verlet": "t
 
 
 def figure3(rows: list[dict], path: Path) -> Path:
-    """Best validation accuracy per level, one panel per 2-D data set."""
+    """Best validation accuracy per level, one panel per 2-D data set. ``rows`` may hold both modes: per
+    (data set, architecture, optimiser) the full-mode rows are drawn when there are any (they reach N = 1024),
+    otherwise the quick ones."""
     plt = common.plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, ds in zip(axes, TOY):
         for key in sorted({(r["arch"], r["optimizer"]) for r in rows if r["dataset"] == ds}):
-            rs = sorted((r for r in rows if r["dataset"] == ds and (r["arch"], r["optimizer"]) == key),
-                        key=lambda r: int(r["layers"]))
+            mine = [r for r in rows if r["dataset"] == ds and (r["arch"], r["optimizer"]) == key]
+            mode = "full" if any(r["mode"] == "full" for r in mine) else "quick"
+            rs = sorted((r for r in mine if r["mode"] == mode), key=lambda r: int(r["layers"]))
             ax.plot([int(r["layers"]) for r in rs], [float(r["val_acc"]) for r in rs],
                     "o-" if key[1] == "adam" else "s--", color=ARCH_COLORS.get(key[0], "k"),
-                    label=f"{key[0]} ({key[1]})")
+                    label=f"{key[0]} ({key[1]}, {mode})")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("layers N (level)")
         ax.set_ylabel("best validation accuracy")
@@ -372,6 +430,8 @@ def _level_saver(csv_path: Path, mode: str, dataset: str, arch: str, optimizer: 
     first = [True]
 
     def save(row: dict) -> None:
+        print(f"  {dataset} {arch} {optimizer} N = {row['layers']}: val acc {row['val_acc']:.4f} "
+              f"({row['seconds']:.1f} s)", flush=True)
         if first[0]:
             _save_rows([row], csv_path, mode, dataset, arch, optimizer)
             first[0] = False
@@ -407,12 +467,16 @@ def run(args: argparse.Namespace) -> int:
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
         if arch == "verlet" and opt == "adam":
             regions[ds] = run_out
+    image_st = image_setting(mode, args.image_train, args.image_pool, args.image_channels, args.image_epochs,
+                             args.image_cosine)
     if "fmnist" in datasets:
         for ds in image_runs(mode):
             for arch in ("resnet", "antisymmetric", "verlet"):
+                if args.archs and arch not in args.archs:
+                    continue
                 for opt in opts if mode == "full" else ("adam",):
                     t0 = time.perf_counter()
-                    r = run_images(ds, arch, opt, mode, args.seed, args.progress, device)
+                    r = run_images(ds, arch, opt, mode, args.seed, args.progress, device, image_st)
                     rows += r
                     _save_rows(r, csv_path, mode, ds, arch, opt)
                     print(f"{ds:10s} {arch:13s} {opt:9s} val err by level "
@@ -427,7 +491,8 @@ def run(args: argparse.Namespace) -> int:
     if any(r["dataset"] in IMAGES for r in common.read_csv(csv_path)):
         tmp = Path(args.results_dir) / "haber_ruthotto_table1.csv"
         common.write_csv([r for r in common.read_csv(csv_path) if r["dataset"] in IMAGES], tmp, COLUMNS)
-        common.csv_to_markdown(tmp, img, ["mode", "dataset", "arch", "optimizer", "layers"], ["train_err", "val_err"],
+        common.csv_to_markdown(tmp, img, ["mode", "dataset", "n_train", "pool", "width", "iterations", "arch",
+                                          "optimizer", "layers"], ["train_err", "val_err"],
                                title="Table 1 (MNIST-format images): training and validation error",
                                note="Rows of results/haber_ruthotto.csv with dataset fmnist/mnist (errors = 1 − "
                                     "accuracy, fractions).")
@@ -435,8 +500,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_figures:
         figure1(figs / "haber_ruthotto_fig1.png")
         figure2(figs / "haber_ruthotto_fig2.png")
-        all_rows = [r for r in common.read_csv(csv_path) if r["mode"] == mode]
-        figure3(all_rows, figs / "haber_ruthotto_fig3.png")
+        figure3(common.read_csv(csv_path), figs / "haber_ruthotto_fig3.png")
         for i, ds in enumerate(TOY):
             if ds in regions:
                 figure_regions(ds, regions[ds], figs / f"haber_ruthotto_fig{4 + i}.png")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 COLUMNS = ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs", "mse_std", "max_err_std", "optimizer",
-           "sampling", "iterations", "cpu_seconds", "residual", "authors_mse", "authors_max_err", "traj_time",
+           "sampling", "iterations", "lr_end", "cpu_seconds", "residual", "authors_mse", "authors_max_err", "traj_time",
            "traj_value", "setting", "mode", "device"]
 
 
@@ -43,6 +43,7 @@ class Spec:
     overrides: tuple[str, ...] = ()
     iterations: tuple[int, ...] | None = None  # per-round steps (None: the config's)
     points: int | None = None  # interior points per step in every round (None: the config's)
+    lr_end: float | None = None  # the final round's rate decays geometrically to this (None: constant)
     setting: str = "authors"
     authors: tuple[float, float] | None = None  # the authors' (MSE, E_∞) for this setting
     figure: bool = True
@@ -137,6 +138,8 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
     if spec.points is not None:
         for r in cfg.solver.rounds:
             r.points = spec.points
+    if spec.lr_end is not None:
+        cfg.solver.rounds[-1].lr_end = spec.lr_end
     mses, maxes, secs, cpus, resid, tt, tv = [], [], [], [], [], [], []
     problem = net = None
     for run in range(spec.runs):
@@ -158,8 +161,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
                           title=f"{problem.describe()}, {spec.setting}: MSE {res.mse:.3g}, E∞ {res.max_err:.3g}"
                           if problem.has_exact else f"{problem.describe()}, {spec.setting}")
     m = cfg.model
-    sampling = cfg.problem.options.get("sampling", "radial" if problem.name in ("eikonal_ball", "eikonal_annulus")
-                                       else "uniform")
+    sampling = getattr(problem, "sampling", "uniform")
     mse, mse_std = _stats(mses)
     mx, mx_std = _stats(maxes)
     return {
@@ -168,6 +170,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
         "mse": _cell(mse), "max_err": _cell(mx), "seconds": round(statistics.mean(secs), 2), "runs": spec.runs,
         "mse_std": _cell(mse_std), "max_err_std": _cell(mx_std), "optimizer": f"{cfg.optim.name}(lr={cfg.optim.lr:g})",
         "sampling": sampling, "iterations": "+".join(str(r.iterations) for r in cfg.solver.rounds),
+        "lr_end": cfg.solver.rounds[-1].lr_end or "",
         "cpu_seconds": round(statistics.mean(cpus), 2), "residual": _stats(resid)[0],
         "authors_mse": spec.authors[0] if spec.authors else "",
         "authors_max_err": spec.authors[1] if spec.authors else "",

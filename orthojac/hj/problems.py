@@ -21,7 +21,8 @@ name                      problem
 ========================  ==================================================================================
 
 Samplers follow the authors (notes §2.4): interior points of balls/annuli lie in the shell shrunk by δ so
-the stencil stays inside, cube points fill the whole cube; boundary points are uniform on ∂Ω (spheres
+the stencil stays inside, cube points in the cube shrunk by δ (the authors' stored ``PointSampling/Cube.py``;
+the notes' "full cube" is the ``sampling: full`` option); boundary points are uniform on ∂Ω (spheres
 picked with probability ∝ radius). Test points for the errors are uniform in volume, plus the origin
 (where the ball's kink is), as in the authors' ``error_test``.
 """
@@ -134,7 +135,7 @@ class EikonalCube(Problem):
     has_exact = True
     SAMPLINGS = ("full", "shrunk", "radial", "mixed")
 
-    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "full") -> None:
+    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "shrunk") -> None:
         if sampling not in self.SAMPLINGS:
             raise ValueError(f"cube sampling must be one of {self.SAMPLINGS}, got {sampling!r}")
         self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
