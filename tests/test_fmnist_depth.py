@@ -75,9 +75,11 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     # a filtered quick run redoes only its own runs
     before = {(r["mode"], r["body"], r["arch"]): r["seconds"] for r in rows}
     assert main(["reproduce", "fmnist-depth", "--quick", "--bodies", "mlp", "--archs", "plain_relu", "--depths", "8",
-                 *common]) == 0
+                 "--lr", "1e-3", *common]) == 0
     after = read_csv(res / "fmnist_depth.csv")
     assert len(after) == len(rows) and {(r["mode"], r["body"], r["arch"]) for r in after} == set(before)
+    assert {(r["arch"], r["lr"]) for r in after if r["mode"] == "quick" and r["body"] == "mlp"} >= {
+        ("plain_relu", "0.001"), ("resnet", "0.002")}  # --lr reaches the redone run only
 
 
 def test_grids() -> None:

@@ -210,6 +210,21 @@ def test_problem_samples_keep_stencils_inside():
         make_problem("eikonal_cube", dim=3, sampling="radial_ball")
 
 
+def test_car_boundary_weights_average_each_circle_on_its_own():
+    """mean_l w_l e_l² = λ_target·mean_target e² + λ_edges·mean_outer e² (the authors' separate means), for any
+    misfits e, on the Reeds–Shepp car; the game's two circles get weight 1 each."""
+    e = torch.rand(100, generator=_gen(9), dtype=D64)
+    rs = make_problem("reeds_shepp")
+    y, _, w = rs.sample_boundary(100, _gen(9))
+    target = y[:, :2].norm(dim=1) < 1
+    want = 2.0 * (e[target] ** 2).mean() + 1.0 * (e[~target] ** 2).mean()
+    assert int(target.sum()) == 80 and torch.allclose((w.double() * e ** 2).mean(), want)
+    game = make_problem("pursuit_evasion")
+    y, _, w = game.sample_boundary(100, _gen(9))
+    cap = y[:, :2].norm(dim=1) < 1
+    assert torch.allclose((w.double() * e ** 2).mean(), (e[cap] ** 2).mean() + (e[~cap] ** 2).mean())
+
+
 def test_cube_samplings_support_and_centre_mass():
     """``shrunk``/``radial``/``mixed`` keep stencils inside (‖x‖_∞ ≤ h − δ), ``full`` fills the cube; the
     radial law has ‖x‖_∞ uniform on [0, h − δ] (mean (h − δ)/2), the volume-uniform one has mean
@@ -422,6 +437,8 @@ def test_reproduce_spec_filters(monkeypatch):
     assert high and all(s.runs == 1 and ("d = 20" in s.setting or "d = 50" in s.setting) for s in high)
     assert {s.config for s in R.select_specs("quick", dims="10")} == {"eikonal_ball10", "eikonal_annulus10"}
     assert all(s.config == "eikonal_cube8" for s in R.select_specs("quick", only="eikonal_cube8"))
+    decay = R.select_specs("quick", only="eikonal_cube8", settings="lr decay")
+    assert len(decay) == 1 and decay[0].lr_end is not None
     for kw, match in (({"dims": "ten"}, "integers"), ({"dims": "7"}, "no quick setting"),
                       ({"only": "nope"}, "unknown"), ({"runs": -1}, "runs")):
         with pytest.raises(ValueError, match=match):
