@@ -3,8 +3,10 @@ comparisons quoted in docs/hj.md.
 
     python benchmarks/hj_study.py CONFIG [iters=a,b,c,d] [key=value ...]
 
-CONFIG names a file of configs/hj/ (without .yaml); ``iters`` replaces the per-round step counts; the other
-arguments are ``--set`` overrides (e.g. optim.name=adam optim.lr=0.001 problem.options.sampling=mixed).
+CONFIG names a file of configs/hj/ (without .yaml); ``iters`` replaces the per-round step counts;
+``round.KEY=v1,v2,...`` sets a round field per round (e.g. ``round.lr_end=,,,1e-4``: empty keeps the config's;
+fewer values than rounds drop the remaining rounds); the other arguments are ``--set`` overrides
+(e.g. optim.name=adam optim.lr=0.001 problem.options.sampling=mixed).
 Errors are measured on 2·10⁵ held-out volume-uniform points plus the origin. One thread.
 """
 
@@ -24,9 +26,13 @@ def main(argv: list[str]) -> None:
     name, *rest = argv
     iters = None
     overrides = []
+    per_round: dict[str, list[str]] = {}
     for o in rest:
         if o.startswith("iters="):
             iters = [int(v) for v in o[len("iters="):].split(",")]
+        elif o.startswith("round."):
+            k, v = o[len("round."):].split("=", 1)
+            per_round[k] = v.split(",")
         else:
             overrides.append(o)
     cfg = load_hj_config(f"configs/hj/{name}.yaml", overrides)
@@ -35,12 +41,17 @@ def main(argv: list[str]) -> None:
             raise SystemExit(f"iters: {len(iters)} values for {len(cfg.solver.rounds)} rounds")
         for r, n in zip(cfg.solver.rounds, iters):
             r.iterations = n
+    for k, vals in per_round.items():
+        del cfg.solver.rounds[len(vals):]
+        for r, v in zip(cfg.solver.rounds, vals):
+            if v:
+                setattr(r, k, int(v) if k in ("iterations", "points", "boundary_points") else float(v))
     cfg.eval.points = 200_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _, _, res = solve_config(cfg, progress=False)
     print(name, " ".join(rest), f"MSE {res.mse:.4g} max {res.max_err:.4g} cpu {res.cpu_seconds:.0f}s "
-          f"wall {res.seconds:.0f}s", "per round:", [f"{r.mse:.3g}" for r in res.rounds], flush=True)
+          f"wall {res.seconds:.0f}s", "per round:", [f"{r.mse:.3g}/{r.max_err:.3g}" for r in res.rounds], flush=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,13 @@ from orthojac.hj import (
 )
 from orthojac.hj import sampling as S
 from orthojac.hj.config import ConfigError, parse_hj_config
-from orthojac.hj.control import eikonal_trajectory
+from orthojac.hj.control import (
+    eikonal_trajectory,
+    pursuit_evasion_controls,
+    reeds_shepp_control,
+    reeds_shepp_trajectory,
+    trajectory,
+)
 from orthojac.hj.solver import loss_terms
 
 D64 = torch.float64
@@ -200,6 +206,38 @@ def test_problem_samples_keep_stencils_inside():
     assert x[:, 0].max() <= 0.45 + 1e-6 and x[:, 1:].abs().max() <= 2.8 + 1e-6
     with pytest.raises(ValueError, match="unknown problem"):
         make_problem("eikonal_torus")
+    with pytest.raises(ValueError, match="cube sampling"):
+        make_problem("eikonal_cube", dim=3, sampling="radial_ball")
+
+
+def test_car_boundary_weights_average_each_circle_on_its_own():
+    """mean_l w_l e_l² = λ_target·mean_target e² + λ_edges·mean_outer e² (the authors' separate means), for any
+    misfits e, on the Reeds–Shepp car; the game's two circles get weight 1 each."""
+    e = torch.rand(100, generator=_gen(9), dtype=D64)
+    rs = make_problem("reeds_shepp")
+    y, _, w = rs.sample_boundary(100, _gen(9))
+    target = y[:, :2].norm(dim=1) < 1
+    want = 2.0 * (e[target] ** 2).mean() + 1.0 * (e[~target] ** 2).mean()
+    assert int(target.sum()) == 80 and torch.allclose((w.double() * e ** 2).mean(), want)
+    game = make_problem("pursuit_evasion")
+    y, _, w = game.sample_boundary(100, _gen(9))
+    cap = y[:, :2].norm(dim=1) < 1
+    assert torch.allclose((w.double() * e ** 2).mean(), (e[cap] ** 2).mean() + (e[~cap] ** 2).mean())
+
+
+def test_cube_samplings_support_and_centre_mass():
+    """``shrunk``/``radial``/``mixed`` keep stencils inside (‖x‖_∞ ≤ h − δ), ``full`` fills the cube; the
+    radial law has ‖x‖_∞ uniform on [0, h − δ] (mean (h − δ)/2), the volume-uniform one has mean
+    (h − δ)·d/(d + 1)."""
+    d, delta, n = 8, 0.5, 20000
+    norms = {s: make_problem("eikonal_cube", dim=d, sampling=s).sample_interior(n, delta, _gen(5)).abs().amax(1)
+             for s in ("full", "shrunk", "radial", "mixed")}
+    assert norms["full"].max() > 3 - delta
+    for s in ("shrunk", "radial", "mixed"):
+        assert norms[s].max() <= 3 - delta + 1e-6
+    assert abs(float(norms["radial"].mean()) - (3 - delta) / 2) < 0.03
+    assert abs(float(norms["shrunk"].mean()) - (3 - delta) * d / (d + 1)) < 0.03
+    assert abs(float(norms["mixed"].mean()) - (3 - delta) * (0.5 + d / (d + 1)) / 2) < 0.03
     with pytest.raises(ValueError, match="dim"):
         make_problem("reeds_shepp", dim=4)
 
@@ -247,6 +285,83 @@ def test_feedback_trajectory_time_matches_value():
     p = make_problem("eikonal_ball", dim=3)
     tr = eikonal_trajectory(Exact(p), p, torch.tensor([1.0, 2.0, -1.0]), dt=0.01)
     assert tr["reached"] and abs(tr["time"] - tr["value"]) < 0.02
+
+
+def test_reeds_shepp_control_minimises_and_decreases_value_at_rate_H():
+    """The feedback (s, ω) minimises s ∇_x u·e(θ) + ω u_θ over the extreme controls s = ±1, ω ∈ {±1/ρ, 0},
+    and the minimum is −H(x, ∇u): the value falls at rate H = 1 along the feedback motion."""
+    g = _gen(3)
+    grad, th, rho = torch.randn(500, 3, generator=g, dtype=D64), torch.rand(500, generator=g, dtype=D64) * 7, 0.8
+    s, w = reeds_shepp_control(grad, th, rho)
+    e = torch.stack([torch.cos(th), torch.sin(th)], 1)
+    gx, gt = (grad[:, :2] * e).sum(1), grad[:, 2]
+    rate = s * gx + w * gt
+    brute = torch.stack([a * gx + b * gt for a in (-1.0, 1.0) for b in (-1 / rho, 0.0, 1 / rho)]).amin(0)
+    x = torch.cat([torch.zeros(500, 2, dtype=D64), th[:, None]], 1)
+    assert torch.allclose(rate, brute) and torch.allclose(rate, -ReedsShepp(rho)(x, grad))
+    assert set(s.tolist()) == {-1.0, 1.0}
+
+
+def test_pursuit_evasion_controls_are_the_saddle_point():
+    """Pursuer's controls minimise, evader's maximise ∇u·(ż, θ̇_P, θ̇_E) (ż = σ_E s_E e(θ_E) − σ_P s_P e(θ_P)),
+    each over its extreme controls with the other's fixed; the saddle value is −H of the game."""
+    p = make_problem("pursuit_evasion")
+    ham = p.hamiltonian
+    g = _gen(4)
+    grad, ang = torch.randn(300, 4, generator=g, dtype=D64), torch.rand(300, 2, generator=g, dtype=D64) * 7
+    sp, wp, se, we = pursuit_evasion_controls(grad, ang[:, 0], ang[:, 1], ham)
+    ep = torch.stack([torch.cos(ang[:, 0]), torch.sin(ang[:, 0])], 1)
+    ee = torch.stack([torch.cos(ang[:, 1]), torch.sin(ang[:, 1])], 1)
+
+    def rate(sp, wp, se, we):
+        zdot = ham.sigma[1] * se[:, None] * ee - ham.sigma[0] * sp[:, None] * ep
+        return (grad[:, :2] * zdot).sum(1) + wp * grad[:, 2] + we * grad[:, 3]
+
+    one = torch.ones(300, dtype=D64)
+    best = rate(sp, wp, se, we)
+    for a in (-1.0, 1.0):
+        for b in (-1.0, 0.0, 1.0):
+            assert (rate(a * one, b * one / ham.rho[0], se, we) >= best - 1e-12).all()
+            assert (rate(sp, wp, a * one, b * one / ham.rho[1]) <= best + 1e-12).all()
+    x = torch.cat([torch.zeros(300, 2, dtype=D64), ang], 1)
+    assert torch.allclose(best, -ham(x, grad))
+
+
+class _Radial(nn.Module):
+    """u = |(x, y)| − r: the Reeds–Shepp value on the states whose heading points along the radius (a car
+    aimed at the target, forwards or backwards, drives straight in; nothing is faster at unit speed)."""
+
+    def __init__(self, r: float) -> None:
+        super().__init__()
+        self.r = r
+
+    def forward(self, x):
+        return x[:, :2].norm(dim=1) - self.r
+
+
+@pytest.mark.parametrize("heading", [math.pi + math.atan2(2.0, 3.5), math.atan2(2.0, 3.5)])
+def test_reeds_shepp_feedback_drives_straight_to_target_in_time_u(heading):
+    """From (3.5, 2) aimed at the target (forwards, then backwards): a straight path of length
+    |x₀| − r_target, taken in time u(x₀) (to one step)."""
+    p = make_problem("reeds_shepp")
+    x0 = torch.tensor([3.5, 2.0, heading])
+    tr = reeds_shepp_trajectory(_Radial(p.r_target), p, x0, dt=0.01)
+    expected = math.hypot(3.5, 2.0) - p.r_target
+    assert tr["reached"] and not tr["exited"]
+    assert abs(tr["value"] - expected) < 1e-5 and abs(tr["time"] - expected) <= 0.011
+    path = tr["path"][:, :2].double()
+    cross = path[:, 0] * 2.0 - path[:, 1] * 3.5  # distance off the line through x₀ and 0, times |x₀|
+    assert cross.abs().max() < 1e-4 and torch.allclose(tr["path"][:, 2], x0[2].expand(len(path)), atol=1e-6)
+
+
+def test_trajectory_dispatch_and_game_stops_at_capture():
+    """``trajectory`` picks the game for 6 numbers; with u = |z| − r_capture (pursuer chases straight,
+    evader runs straight) and the pursuer faster, the gap closes at σ_P − σ_E along the line of sight."""
+    p = make_problem("pursuit_evasion")
+    start = torch.tensor([0.0, 0.0, math.pi / 2, 0.0, 2.0, math.pi / 2])  # both aim along +y, evader ahead
+    tr = trajectory(_Radial(p.r_capture), p, start, dt=0.01)
+    gap = 2.0 - p.r_capture
+    assert tr["captured"] and abs(tr["time"] - gap / (p.hamiltonian.sigma[0] - p.hamiltonian.sigma[1])) < 0.05
 
 
 # ---------------------------------------------------------------- configs and CLI
@@ -311,6 +426,43 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
     with pytest.raises(ValueError, match="iteration counts"):
         R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
+
+
+def test_reproduce_spec_filters(monkeypatch):
+    """--only, --dims and --runs select and cap the settings; bad values are refused."""
+    from orthojac.experiments import hj_reproduce as R
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    high = R.select_specs("full", dims="20,50", runs=1)
+    assert high and all(s.runs == 1 and ("d = 20" in s.setting or "d = 50" in s.setting) for s in high)
+    assert {s.config for s in R.select_specs("quick", dims="10")} == {"eikonal_ball10", "eikonal_annulus10"}
+    assert all(s.config == "eikonal_cube8" for s in R.select_specs("quick", only="eikonal_cube8"))
+    decay = R.select_specs("quick", only="eikonal_cube8", settings="lr decay")
+    assert len(decay) == 1 and decay[0].lr_end is not None
+    for kw, match in (({"dims": "ten"}, "integers"), ({"dims": "7"}, "no quick setting"),
+                      ({"only": "nope"}, "unknown"), ({"runs": -1}, "runs")):
+        with pytest.raises(ValueError, match=match):
+            R.select_specs("quick", **kw)
+
+
+def test_round_lr_end_decays_geometrically(monkeypatch):
+    """A round with lr_end ends at that rate: lr_k = lr·(lr_end/lr)^{k/(n−1)} after each of the n steps;
+    the next round restarts at the solver's rate."""
+    p = make_problem("eikonal_square")
+    net = build_ansatz(2, "mlp", [4], seed=0)
+    seen = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "SGD", Spy)
+    solve(p, net, [Round(0.5, 2.0, 8, 4, 5, lr_end=1e-4), Round(0.5, 2.0, 8, 4, 2)], lr=1e-2, eval_points=10,
+          monotonicity="off", progress=False)
+    assert seen[:5] == pytest.approx([1e-2 * (1e-2) ** (k / 4) for k in range(5)]) and seen[5:] == [1e-2, 1e-2]
+    with pytest.raises(ValueError, match="lr_end"):
+        Round(0.5, 2.0, 8, 4, 5, lr_end=0.0)
 
 
 def test_every_reproduce_spec_resolves(monkeypatch):

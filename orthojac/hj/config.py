@@ -82,6 +82,7 @@ class RoundSection(_Strict):
     iterations: int = Field(ge=0)
     delta_t: float | None = Field(None, gt=0)
     lr: float | None = Field(None, gt=0)
+    lr_end: float | None = Field(None, gt=0)
 
 
 class SolverSection(_Strict):

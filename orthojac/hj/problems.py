@@ -21,7 +21,8 @@ name                      problem
 ========================  ==================================================================================
 
 Samplers follow the authors (notes §2.4): interior points of balls/annuli lie in the shell shrunk by δ so
-the stencil stays inside, cube points fill the whole cube; boundary points are uniform on ∂Ω (spheres
+the stencil stays inside, cube points in the cube shrunk by δ (the authors' stored ``PointSampling/Cube.py``;
+the notes' "full cube" is the ``sampling: full`` option); boundary points are uniform on ∂Ω (spheres
 picked with probability ∝ radius). Test points for the errors are uniform in volume, plus the origin
 (where the ball's kink is), as in the authors' ``error_test``.
 """
@@ -122,12 +123,22 @@ def _check_dim(dim: int, lo: int = 1) -> int:
 
 
 class EikonalCube(Problem):
-    """|∇u|² = f in (−h, h)^d, u = 0 on the boundary; for f = 1, u = h − ‖x‖_∞ (notes P1, P2)."""
+    """|∇u|² = f in (−h, h)^d, u = 0 on the boundary; for f = 1, u = h − ‖x‖_∞ (notes P1, P2).
+
+    ``sampling`` of the interior points: ``"full"`` — uniform in the whole cube (stencils may poke out by δ);
+    ``"shrunk"`` — uniform in (−(h − δ), h − δ)^d, as the authors' ``data_gen_cube.rand_int_points``;
+    ``"radial"`` — the cube's analogue of the ball's radial law: ‖x‖_∞ ~ U[0, h − δ] times a point uniform
+    on the unit cube's surface, so the centre, where the 2d pyramid faces of u meet and the top value h sits,
+    is visited as often as the rim (volume-uniform points reach ‖x‖_∞ < h/2 with probability 2^{−d});
+    ``"mixed"``: half ``shrunk``, half ``radial``."""
 
     has_exact = True
+    SAMPLINGS = ("full", "shrunk", "radial", "mixed")
 
-    def __init__(self, dim: int = 2, half: float = 3.0) -> None:
-        self.dim, self.half = _check_dim(dim), float(half)
+    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "shrunk") -> None:
+        if sampling not in self.SAMPLINGS:
+            raise ValueError(f"cube sampling must be one of {self.SAMPLINGS}, got {sampling!r}")
+        self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
         self.name = "eikonal_square" if dim == 2 else "eikonal_cube"
         self.hamiltonian = QuadraticEikonal()
 
@@ -135,7 +146,15 @@ class EikonalCube(Problem):
         return self.half - x.abs().amax(1)
 
     def sample_interior(self, n, delta, g, delta_t=None):
-        return sampling.cube(n, self.dim, self.half, g)
+        if self.sampling == "full":
+            return sampling.cube(n, self.dim, self.half, g)
+        inner = max(self.half - delta, 0.0)
+        m = {"shrunk": 0, "radial": n, "mixed": n // 2}[self.sampling]
+        x = sampling.cube(n - m, self.dim, inner, g)
+        if m:
+            r = torch.rand(m, 1, generator=g) * inner
+            x = torch.cat([x, r * sampling.cube_faces(m, self.dim, 1.0, g)])
+        return x
 
     def sample_boundary(self, n, g):
         y = sampling.cube_faces(n, self.dim, self.half, g)
@@ -372,19 +391,26 @@ class ReedsSheppCar(Problem):
     r"""Minimum time of a Reeds–Shepp car (turning radius ρ, unit speed forwards or backwards) to the disk
     |(x, y)| ≤ r_target (notes P7): H(x, ∇u) = 1 with :class:`~orthojac.hj.hamiltonians.ReedsShepp`, u = 0 on
     the target circle and u = ``outer_value`` on |(x, y)| = R (the authors' truncation of the domain). θ is
-    periodic. Boundary points: ``target_fraction`` on the target (weight ``target_weight``), the rest outside
-    (weight 1). No closed form: validated by the time feedback trajectories take (:mod:`orthojac.hj.control`)."""
+    periodic. Boundary points: ``target_fraction`` on the target, the rest on the outer circle; as in the
+    authors' ``train_Car_target`` each group's misfit is averaged on its own and weighted by ``target_weight``
+    (λ_target = 2) and ``outer_weight`` (λ_edges = 1): per-point weights λ_target·n/m and λ_edges·n/(n − m) in the
+    solver's single mean over the n = m + (n − m) points (a plain mean with weights 2 and 1 would give the outer
+    circle, 20% of the points, 5× less weight than the authors do). No closed form: validated by the time
+    feedback trajectories take (:mod:`orthojac.hj.control`)."""
 
     name = "reeds_shepp"
     periodic = (2,)
     plot_labels = ("$x$", "$y$")
 
     def __init__(self, dim: int = 3, rho: float = 1.0, r_target: float = 0.2, radius: float = 5.0,
-                 outer_value: float = 4.0, target_fraction: float = 0.8, target_weight: float = 2.0) -> None:
+                 outer_value: float = 4.0, target_fraction: float = 0.8, target_weight: float = 2.0,
+                 outer_weight: float = 1.0) -> None:
         if dim != 3:
             raise ValueError(f"reeds_shepp has state (x, y, θ): dim must be 3, got {dim}")
         self.dim, self.r_target, self.radius, self.outer_value = 3, r_target, radius, outer_value
-        self.target_fraction, self.target_weight = target_fraction, target_weight
+        if not 0 < target_fraction < 1:
+            raise ValueError(f"target_fraction must be in (0, 1), got {target_fraction}")
+        self.target_fraction, self.target_weight, self.outer_weight = target_fraction, target_weight, outer_weight
         self.hamiltonian = ReedsShepp(rho)
 
     def sample_interior(self, n, delta, g, delta_t=None):
@@ -398,7 +424,8 @@ class ReedsSheppCar(Problem):
         xy = sampling.sphere(n, 2, r, g)
         th = torch.rand(n, 1, generator=g) * 2 * math.pi
         vals = torch.cat([torch.zeros(m), torch.full((n - m,), self.outer_value)])
-        w = torch.cat([torch.full((m,), self.target_weight), torch.ones(n - m)])
+        w = torch.cat([torch.full((m,), self.target_weight * n / max(m, 1)),
+                       torch.full((n - m,), self.outer_weight * n / max(n - m, 1))])
         return torch.cat([xy, th], 1), vals, w
 
     def sample_test(self, n, g):
@@ -420,7 +447,8 @@ class TwoCarGame(Problem):
     r"""Two-car Reeds–Shepp pursuit–evasion (notes P8): state (z_x, z_y, θ_P, θ_E), z = evader − pursuer;
     H(x, ∇u) = 1 with :class:`~orthojac.hj.hamiltonians.PursuitEvasion`; u = 0 on the capture circle
     |z| = r_capture, u = ``escape_value`` on |z| = r_escape. Interior |z| radially uniform in
-    [r_capture + δ, r_escape − δ], angles uniform; boundary points half on each circle."""
+    [r_capture + δ, r_escape − δ], angles uniform; boundary points half on each circle, each half's misfit
+    averaged on its own with weight 1 (the authors' ``train_two_car_game``)."""
 
     name = "pursuit_evasion"
     periodic = (2, 3)
@@ -442,7 +470,9 @@ class TwoCarGame(Problem):
         r = torch.cat([torch.full((m,), self.r_capture), torch.full((n - m,), self.r_escape)])
         z = sampling.sphere(n, 2, r, g)
         vals = torch.cat([torch.zeros(m), torch.full((n - m,), self.escape_value)])
-        return torch.cat([z, torch.rand(n, 2, generator=g) * 2 * math.pi], 1), vals, torch.ones(n)
+        # each circle's misfit averaged on its own, weight 1 each (the authors' train_two_car_game)
+        w = torch.cat([torch.full((m,), n / max(m, 1)), torch.full((n - m,), n / max(n - m, 1))])
+        return torch.cat([z, torch.rand(n, 2, generator=g) * 2 * math.pi], 1), vals, w
 
     def sample_test(self, n, g):
         z = sampling.shell(n, 2, self.r_capture, self.r_escape, g, "uniform")

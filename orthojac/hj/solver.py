@@ -31,7 +31,9 @@ __all__ = ["Round", "RoundResult", "SolveResult", "solve", "evaluate", "loss_ter
 @dataclass
 class Round:
     """One continuation round: stencil δ, viscosity α, interior/boundary points per step, steps; δ_t for
-    time-dependent problems; an optional learning rate for this round (else the solver's)."""
+    time-dependent problems; an optional learning rate for this round (else the solver's) and an optional
+    ``lr_end``: the rate then decays geometrically, lr_k = lr·(lr_end/lr)^{k/(n−1)} at step k of n, so the
+    round ends on a small step and the SGD noise floor of the re-sampled loss drops with it."""
 
     delta: float
     alpha: float
@@ -40,6 +42,7 @@ class Round:
     iterations: int
     delta_t: float | None = None
     lr: float | None = None
+    lr_end: float | None = None
 
     def __post_init__(self) -> None:
         if not self.delta > 0:
@@ -48,6 +51,10 @@ class Round:
             raise ValueError(f"round alpha must be ≥ 0, got {self.alpha}")
         if self.points < 1 or self.boundary_points < 0 or self.iterations < 0:
             raise ValueError(f"round needs points ≥ 1, boundary_points ≥ 0, iterations ≥ 0; got {self}")
+        for k in ("lr", "lr_end"):
+            v = getattr(self, k)
+            if v is not None and not v > 0:
+                raise ValueError(f"round {k} must be > 0 when given, got {v}")
 
 
 @dataclass
@@ -154,8 +161,10 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
     bar = tqdm(total=total, desc=desc or problem.describe(), disable=not progress, leave=False, mininterval=1.0)
     net.train()
     for i, rnd in enumerate(rounds, 1):
+        lr0 = rnd.lr if rnd.lr is not None else lr
+        decay = (rnd.lr_end / lr0) ** (1.0 / max(1, rnd.iterations - 1)) if rnd.lr_end is not None else 1.0
         for group in opt.param_groups:
-            group["lr"] = rnd.lr if rnd.lr is not None else lr
+            group["lr"] = lr0
         tr = time.perf_counter()
         tail = max(1, rnd.iterations // 10)
         acc = torch.zeros(3, dtype=torch.float64)
@@ -171,6 +180,9 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if decay != 1.0:
+                for group in opt.param_groups:
+                    group["lr"] *= decay
             if it >= rnd.iterations - tail:
                 acc += torch.stack([loss.detach(), res.detach(), bnd.detach()]).double().cpu()
             if it % 50 == 0:
