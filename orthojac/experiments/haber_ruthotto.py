@@ -11,11 +11,13 @@
 
 Each (data set, architecture, optimiser) is trained level by level (``orthojac.train.multilevel``) by Adam and
 by the paper's block coordinate descent (``orthojac.train.newton_cg``). **Quick** (default): levels N = 4 … 32,
-Adam on all three 2-D sets (leapfrog too on ellipses), Newton-CG on ellipses; Table 1 on a 14×14 average-pooled
-subset (2000 train / 1000 validation, 4 channels, Adam only). **Full**: N = 4 … 1024, both optimisers on every
-set and architecture (leapfrog included), Table 1 at 28×28 with 6 channels on the 50 000 / 10 000 split with
-both optimisers. Writes ``results/haber_ruthotto.csv`` (one row per level; accuracies are fractions), a
-Markdown table generated from it, and the figures under ``docs/figures/``.
+Adam on all three 2-D sets (leapfrog too on ellipses), Newton-CG on ellipses and for Verlet on the swiss roll;
+Table 1 on a 14×14 average-pooled subset (2000 train / 1000 validation, 4 channels, Adam only). **Full**:
+N = 4 … 1024, both optimisers on every set and architecture (leapfrog included), Table 1 at 28×28 with 6
+channels on the 50 000 / 10 000 split with both optimisers. Filters (``--datasets``, ``--archs``,
+``--max-layers``, ``--epochs``, ``--image-*``, …) run a part. Writes ``results/haber_ruthotto.csv`` (one row per
+level, saved as each level ends; accuracies are fractions), a Markdown table generated from it, and the figures
+under ``docs/figures/``.
 """
 
 from __future__ import annotations
