@@ -4,7 +4,7 @@ and its rows into benchmarks/results/<script>.csv.
 
 Timing: baseline and candidates are timed *interleaved* (round r runs every variant once, in alternating
 order), and each variant's median over the rounds is reported, so a load change on the shared machine hits
-all variants alike and ratios stay fair. CPU runs use one intra-op thread.
+all variants alike and ratios stay fair. CPU runs use one intra-op thread unless ``--threads`` says otherwise.
 """
 
 from __future__ import annotations
@@ -44,17 +44,22 @@ def parse_args(doc: str, add: Callable[[argparse.ArgumentParser], None] | None =
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--repeats", type=int, default=None, help="timed rounds per variant (median reported)")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md and the CSV alone")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU intra-op threads (default 1: least noise on a shared machine; the thread count is "
+                        "part of the machine string, so each count gets its own RESULTS.md section)")
     if add:
         add(p)
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available")
+    if args.threads < 1:
+        p.error(f"--threads must be ≥ 1, got {args.threads}")
     return args
 
 
-def setup(device: str, seed: int = 0) -> torch.device:
+def setup(device: str, seed: int = 0, threads: int = 1) -> torch.device:
     if device == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(threads)
     torch.manual_seed(seed)
     return torch.device(device)
 
@@ -88,7 +93,8 @@ def interleaved_median(fns: dict[str, Callable[[], Any]], repeats: int, device: 
 
 
 def machine(device: torch.device) -> str:
-    threads = f", {torch.get_num_threads()} thread" if device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} thread{'s' if n > 1 else ''}" if device.type == "cpu" else ""
     return f"{device_name(device)}{threads}"
 
 

@@ -63,7 +63,7 @@ def main() -> None:
                                              "geotorch")
         p.add_argument("--child", default=None, help=argparse_hidden())
     args = _bench.parse_args(__doc__, add)
-    device = _bench.setup(args.device)
+    device = _bench.setup(args.device, threads=args.threads)
     width = args.width or (1024 if args.mode == "full" else 256)
     if args.child:  # run one variant and print its numbers as JSON
         arch, variant = args.child.split(":")
@@ -85,7 +85,8 @@ def main() -> None:
                 r = one(arch, v, width, args.depth, args.batch, device)
             else:
                 cmd = [sys.executable, __file__, f"--{args.mode}", "--device", "cpu", "--width", str(width),
-                       "--depth", str(args.depth), "--batch", str(args.batch), "--child", f"{arch}:{v}"]
+                       "--depth", str(args.depth), "--batch", str(args.batch), "--threads", str(args.threads),
+                       "--child", f"{arch}:{v}"]
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
                 r = json.loads(out.strip().splitlines()[-1])
             rows.append({"arch": arch, "width": width, "depth": args.depth, "batch": args.batch, "variant": v, **r})

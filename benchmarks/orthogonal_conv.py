@@ -31,7 +31,7 @@ def main() -> None:
     from orthojac.nn.conv import ConvOrthoResidual, OrthogonalConv2d
     from orthojac.nn.spectral_conv import SpectralOrthogonalConv2d
 
-    device = _bench.setup(args.device)
+    device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
     full = args.mode == "full"
     channels = [int(c) for c in (args.channels or ("16,64,256" if full else "16,64")).split(",")]
@@ -47,8 +47,8 @@ def main() -> None:
                 "orthoconv_init": OrthogonalConv2d(c, size, 3, orthogonal="init", generator=g),
                 "orthoconv_exact": OrthogonalConv2d(c, size, 3, orthogonal="exact", generator=g),
                 "spectral_exact": SpectralOrthogonalConv2d(c, size, generator=g),
-                "residual_init": ConvOrthoResidual(c, size, 3, orthogonal="init", generator=g),
-                "residual_exact": ConvOrthoResidual(c, size, 3, orthogonal="exact", generator=g),
+                "residual_init": ConvOrthoResidual(c, size, kernel_size=3, orthogonal="init", generator=g),
+                "residual_exact": ConvOrthoResidual(c, size, kernel_size=3, orthogonal="exact", generator=g),
             }
             mods = {k: m.to(device) for k, m in mods.items()}
             opts = {k: torch.optim.Adam(m.parameters(), 1e-3) for k, m in mods.items()}

@@ -5,7 +5,11 @@ under each way of keeping its weights orthogonal, as a ratio to the same network
 Variants: ``init``; ``exact`` (orthojac's default exact map ``"riemannian"``: plain forward, batched
 Newton–Schulz polar retraction after every step); ``exact_qr`` (the same with QR); ``exact_every4``
 (retraction every 4th step: near-exact in between, see the max error column); PyTorch's
-``parametrizations.orthogonal`` with ``cayley``, ``matrix_exp``, ``householder``; ``geotorch`` when installed.
+``parametrizations.orthogonal`` with ``cayley``, ``matrix_exp``, ``householder``; ``geotorch`` when installed;
+``floor``: the ``init`` step followed by the least work any exact retraction of a full-rank update must do in
+the weights' dtype: one batched Gram product G = WᵀW and one batched product W·G over all layers (results
+thrown away, no iterations, no copies). A step cannot cost less under ``exact``: if ``floor`` is above a
+target ratio, no exact method that reads and corrects the Gram matrix reaches it on that machine.
 Networks: ``tanh`` (x ↦ tanh(Wx + b), W orthogonal) and ``residual`` (orthojac's OrthoResidual, W used twice).
 ``max_orth_err`` is the largest ‖WᵀW − I‖₂ over all layers, measured (float64) after every step taken.
 """
@@ -31,6 +35,7 @@ VARIANTS = {  # name → (policy, exact map, retraction schedule)
     "torch_matrix_exp": ("exact", "matrix_exp", None),
     "torch_householder": ("exact", "householder", None),
     "geotorch": ("init", "riemannian", None),
+    "floor": ("init", "riemannian", None),
 }
 
 
@@ -85,15 +90,21 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
     worst = dict.fromkeys(names, 0.0)
 
     period = {v: (VARIANTS[v][2] or {}).get("every", 1) for v in names}
+    stacked = {}  # floor: the body's weights as one batch, allocated once (a retraction would copy them)
+    if "floor" in names:
+        stacked["floor"] = torch.stack([w.detach() for _, w in constrained_weights(nets["floor"])])
 
     def step(v: str) -> None:  # one call = one retraction period (1 step, or k steps for every=k)
         for _ in range(period[v]):
             opts[v].zero_grad(set_to_none=True)
             F.cross_entropy(nets[v](x), y).backward()
             opts[v].step()
+            if v == "floor":
+                w = stacked[v]
+                torch.bmm(w, torch.bmm(w.mT, w))
 
     def after(v: str) -> None:
-        if v != "init":
+        if v not in ("init", "floor"):
             worst[v] = max(worst[v], orth_error(nets[v]))
 
     t = _bench.interleaved_median({v: (lambda v=v: step(v)) for v in names}, repeats, device, after=after)
@@ -109,7 +120,7 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
     for v in names:
         rows.append({"arch": arch, "width": width, "depth": depth, "batch": batch, "variant": v,
                      "ms_per_step": 1e3 * t[v], "ratio_vs_init": t[v] / t["init"],
-                     "max_orth_err": worst[v] if v != "init" else float("nan")})
+                     "max_orth_err": worst[v] if v not in ("init", "floor") else float("nan")})
         print(f"{arch:8s} n={width:5d} L={depth:5d} B={batch:5d} {v:18s} {1e3 * t[v]:9.1f} ms  "
               f"{t[v] / t['init']:6.2f}x  err {rows[-1]['max_orth_err']:.2e}", flush=True)
     return rows
@@ -123,9 +134,9 @@ def main() -> None:
         p.add_argument("--batch", type=int, default=128)
         p.add_argument("--variants", default=",".join(VARIANTS))
         p.add_argument("--batch-ablation", default=None,
-                       help="extra batch sizes for init vs exact at the largest width (quick: 1024)")
+                       help="extra batch sizes for init vs exact at the largest width (quick: 1024; \"\" for none)")
     args = _bench.parse_args(__doc__, add)
-    device = _bench.setup(args.device)
+    device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
     full = args.mode == "full"
     widths = [int(w) for w in (args.widths or ("64,256,1024" if full else "64,256")).split(",")]
@@ -138,14 +149,15 @@ def main() -> None:
     if unknown or "init" not in variants:
         raise SystemExit(f"--variants must include 'init' and name only {tuple(VARIANTS)}; got {sorted(unknown)}")
     repeats = args.repeats or (9 if full else 7)
-    ablation = [int(b) for b in (args.batch_ablation or ("512,2048" if full else "1024")).split(",") if b]
+    ablation_arg = args.batch_ablation if args.batch_ablation is not None else ("512,2048" if full else "1024")
+    ablation = [int(b) for b in ablation_arg.split(",") if b]
     slow = {"torch_matrix_exp", "torch_householder"}  # 10-30x init: in quick mode measured at width 64 only
 
     def names_at(width: int) -> list[str]:
         return [v for v in variants if full or width <= 64 or v not in slow or args.variants != ",".join(VARIANTS)]
 
     grid = [(a, w, d, args.batch, names_at(w)) for a in args.archs.split(",") for w in widths for d in depths]
-    grid += [(a, max(widths), 100 if 100 in depths else depths[0], b, ["init", "exact"])
+    grid += [(a, max(widths), 100 if 100 in depths else depths[0], b, ["init", "exact", "floor"])
              for a in args.archs.split(",") for b in ablation]
     rows = []
     for arch, width, depth, batch, names in grid:
@@ -154,7 +166,9 @@ def main() -> None:
              f"{repeats} interleaved rounds after one warm-up. `ratio_vs_init` = time / time of `init` in the same "
              "row group. `max_orth_err` = max over layers and over all steps taken of ‖WᵀW − I‖₂ (float64 of the "
              "weight used by the forward pass). `exact_every4` is near-exact (retracted every 4th step only; "
-             "timed over whole 4-step periods; its error also after the steps in between).")
+             "timed over whole 4-step periods; its error also after the steps in between). `floor` = `init` + one "
+             "batched WᵀW and one W·G product per step: the least any exact retraction of a full-rank update "
+             "costs in float32 (not a method; its ratio bounds what `exact` can reach on this machine).")
     _bench.write_results("orthogonal_policy", "(a) Exact orthogonality: cost per Adam step vs init", rows,
                          ["arch", "width", "depth", "batch", "variant", "ms_per_step", "ratio_vs_init",
                           "max_orth_err"], device, args.mode, notes, clock, args.no_write)

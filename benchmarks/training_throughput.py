@@ -79,7 +79,7 @@ def main() -> None:
         p.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (quick: 25)")
         p.add_argument("--variants", default=",".join(VARIANTS))
     args = _bench.parse_args(__doc__, add)
-    device = _bench.setup(args.device)
+    device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
     full = args.mode == "full"
     args.target = args.target or (0.90 if full else 0.80)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from orthojac.cli import main
@@ -14,8 +13,6 @@ from orthojac.experiments.diagnose import load_batch
 from orthojac.models import build_model
 from orthojac.nn import randomize_
 from orthojac.train.checkpoint import save_checkpoint
-
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 def test_diagnose_registry_spec(tmp_path, capsys) -> None:

@@ -20,8 +20,6 @@ from orthojac.diagnostics import (
 from orthojac.models import create_body, create_model
 
 D = torch.float64
-# torch's forward-mode AD loads its decompositions with torch.jit.script on first use (torch-internal)
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 
 def dense_svd(fn, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """`orthojac reproduce fmnist-depth` end to end on tiny IDX files written here, its grids, resuming, and the
 trainer's body learning-rate scaling that it relies on."""
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +56,12 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     for r in rows:
         assert 0.0 <= float(r["test_acc"]) <= 1.0 and 0.0 <= float(r["train_acc"]) <= 1.0
         assert r["policy"] == ("none" if r["arch"] in ("resnet", "plain_relu") else r["policy"])
-        assert r["body_lr_scale"] == "1"  # depth 8: min(1, 8/8)
+        assert r["body_lr_scale"] == "1" and r["lr"] == "0.002"  # depth 8: min(1, 8/8); quick η
     ortho = [r for r in rows if r["arch"] in fmnist_depth.ORTHO_ARCHS]
     assert all(abs(float(r["grad_ratio_init"]) - 1) < 1e-3 for r in ortho)  # orthogonal body: no vanishing
     md = (res / "fmnist_depth.md").read_text()
     assert "| mode | body | depth | arch |" in md and "fmnist_depth.csv" in md
-    for name in ("accuracy", "gradnorms", "spectra"):
+    for name in ("accuracy", "gradnorms", "spectra", "feedforward_ablation"):
         assert (figs / f"fmnist_depth_{name}.png").stat().st_size > 5000
     # a full-mode slice is added next to the quick rows, and is skipped when run again (resume)
     full = ["reproduce", "fmnist-depth", "--full", "--bodies", "mlp", "--archs", "resnet", "--depths", "8",
@@ -67,14 +69,17 @@ def test_quick_mode_end_to_end(tmp_path: Path, tiny_fashion: Path) -> None:
     assert main(full) == 0
     rows = read_csv(res / "fmnist_depth.csv")
     assert {r["mode"] for r in rows} == {"quick", "full"} and sum(r["mode"] == "full" for r in rows) == 1
+    assert [r["lr"] for r in rows if r["mode"] == "full"] == ["0.0005"]  # the full MLP's η
     assert main(full) == 0
     assert len(read_csv(res / "fmnist_depth.csv")) == len(rows)
     # a filtered quick run redoes only its own runs
     before = {(r["mode"], r["body"], r["arch"]): r["seconds"] for r in rows}
     assert main(["reproduce", "fmnist-depth", "--quick", "--bodies", "mlp", "--archs", "plain_relu", "--depths", "8",
-                 *common]) == 0
+                 "--lr", "1e-3", *common]) == 0
     after = read_csv(res / "fmnist_depth.csv")
     assert len(after) == len(rows) and {(r["mode"], r["body"], r["arch"]) for r in after} == set(before)
+    assert {(r["arch"], r["lr"]) for r in after if r["mode"] == "quick" and r["body"] == "mlp"} >= {
+        ("plain_relu", "0.001"), ("resnet", "0.002")}  # --lr reaches the redone run only
 
 
 def test_grids() -> None:
@@ -88,6 +93,35 @@ def test_grids() -> None:
     assert len({r.key() for r in full}) == len(full)
     with pytest.raises(ValueError, match="mode 'fast' is unknown"):
         fmnist_depth.grid("fast")
+    # the opt-in untied form: only when asked, MLP only, next to the tied form's policy × lr-scaling cells
+    untied = "ortho_feedforward_abs_untied"
+    assert not any(r.arch == untied for r in quick + full)
+    q = [r for r in fmnist_depth.grid("quick", (untied,)) if r.arch == untied]
+    tied200 = {(r.policy, r.lr_scaling) for r in quick if r.arch == "ortho_feedforward_abs" and r.depth == 200
+               and r.alpha == 0}
+    assert {(r.policy, r.lr_scaling) for r in q if r.depth == 200} == tied200 == {
+        (p, s) for p in ("init", "exact") for s in ("depth", "constant")}
+    assert {r.depth for r in q} == {8, 32, 200} and {r.body for r in q} == {"mlp"}
+    f = [r for r in fmnist_depth.grid("full", (untied,)) if r.arch == untied]
+    assert {r.body for r in f} == {"mlp"} and len(f) == len([r for r in full if r.arch == "ortho_feedforward_abs"
+                                                              and r.body == "mlp"])
+    with pytest.raises(ValueError, match="opt-in architectures"):
+        fmnist_depth.grid("quick", ("resnet",))
+
+
+def test_update_profiles_keeps_other_writers(tmp_path: Path) -> None:
+    """Two invocations (a long full sweep, a quick run) share the profiles file: each write re-reads it, so
+    neither drops what the other wrote in the meantime."""
+    path = tmp_path / "profiles.json"
+    a = fmnist_depth.Run("mlp", "resnet", "none", 0.0, 200, 0)
+    b = fmnist_depth.Run("mlp", "plain_relu", "none", 0.0, 200, 0)
+    fmnist_depth.update_profiles(path, "full", drop={a.key()}, add={"run": asdict(a), "v": 1})
+    fmnist_depth.update_profiles(path, "quick", drop={b.key()}, add={"run": asdict(b), "v": 2})
+    fmnist_depth.update_profiles(path, "full", drop={a.key()}, add={"run": asdict(a), "v": 3})
+    stored = json.loads(path.read_text())
+    assert [p["v"] for p in stored["full"]] == [3] and [p["v"] for p in stored["quick"]] == [2]
+    fmnist_depth.update_profiles(path, "quick", drop={b.key()})
+    assert json.loads(path.read_text())["quick"] == [] and not list(tmp_path.glob("*.tmp"))
 
 
 @pytest.mark.parametrize("scale, expected", (("depth", 0.25), (0.5, 0.5), (1.0, None)))

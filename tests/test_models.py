@@ -3,6 +3,8 @@ import torch
 
 from orthojac.models import build_model, create_body, create_model, family_names
 
+from .conftest import body_jacobian
+
 
 @pytest.mark.parametrize("family", family_names())
 def test_every_family_builds_and_runs(family: str) -> None:
@@ -41,3 +43,26 @@ def test_stem_norm_option() -> None:
     m = create_model("resnet", 2, 3, 8, 2, stem_norm=False)
     assert not any(isinstance(x, torch.nn.LayerNorm) for x in m.stem.modules())
     assert any(isinstance(x, torch.nn.LayerNorm) for x in create_model("resnet", 2, 3, 8, 2).stem.modules())
+
+
+@pytest.mark.parametrize("policy", ("init", "exact"))
+def test_untied_feedforward_family(policy: str) -> None:
+    """ortho_feedforward_abs_untied: Aᵀ|Bx + b| + c with A, B two weights, A = B at initialisation (the body is
+    the identity there); after a training step A ≠ B, and the body Jacobian Aᵀ·diag(±1)·B stays orthogonal only
+    under the exact policy (under init A, B leave O(n))."""
+    torch.manual_seed(0)
+    m = build_model("mlp", "ortho_feedforward_abs_untied", (12,), 3, width=8, depth=6, policy=policy, seed=0).double()
+    layer = m.body[0]
+    assert not layer.tied and layer.weight_a is not layer.weight_b
+    x = torch.randn(5, 12, dtype=torch.float64)
+    h = m.stem(x)
+    torch.testing.assert_close(m.body(h), h, atol=1e-5, rtol=0)  # identity at init (weights built in float32)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    torch.nn.functional.cross_entropy(m(x), torch.tensor([0, 1, 2, 0, 1])).backward()
+    opt.step()
+    assert (layer.weight_a - layer.weight_b).abs().max() > 1e-3
+    sv = torch.linalg.svdvals(body_jacobian(m.body, m.stem(x).detach()))
+    if policy == "exact":
+        assert (sv - 1).abs().max() < 1e-9
+    else:
+        assert (sv - 1).abs().max() > 1e-4

@@ -147,7 +147,7 @@ def test_prolongation_piecewise_linear_and_h_halves(gen):
     errs = []
     for _ in range(4):
         r.prolong_()
-        errs.append(float((r(Y0 * 5) - target).norm()))
+        errs.append(float((r(Y0 * 5) - target).norm().detach()))
     assert all(1.7 < errs[i] / errs[i + 1] < 2.3 for i in range(3)), errs
 
 
@@ -284,6 +284,7 @@ def test_reproduce_plan_and_cli_parser():
     assert {o for _, _, o in quick} == {"adam", "newton_cg"}
     assert {(d, a) for d, a, _ in quick} >= {(d, a) for d in ("ellipses", "swiss_roll", "peaks")
                                               for a in ("resnet", "antisymmetric", "verlet")}
+    assert ("swiss_roll", "verlet", "newton_cg") in quick  # the paper's swiss-roll claim, with its optimiser
     assert levels("full") == [4, 8, 16, 32, 64, 128, 256, 512, 1024] and levels("quick", images=True) == [4, 8, 16]
     args = build_parser().parse_args(["reproduce", "haber-ruthotto", "--full", "--datasets", "peaks"])
     assert args.mode == "full" and args.datasets == ["peaks"]
@@ -311,3 +312,53 @@ def test_phase_plane_figures_are_written(tmp_path) -> None:
     for fig in (figure1, figure2):
         path = fig(tmp_path / "figs" / f"{fig.__name__}.png")
         assert path.exists() and path.stat().st_size > 10_000
+
+
+def test_newton_step_trust_radius_escapes_a_saturated_sigmoid(gen):
+    """After a prolongation the logits can all be ≪ 0 while half the labels are 1: p(1 − p) ≈ 0, so the Newton
+    direction is ~1/curvature long and no Armijo halving is accepted (the run then stayed at chance). The trust
+    radius (max_step) shortens it to ‖d‖ ≤ max(1, ‖x‖), and the step is taken and lowers the loss."""
+    xt, yt, _, _ = make_ellipses(per_class=50, n_val=10, seed=4)
+    feats = torch.cat([xt, xt.abs()], 1) + 2.0  # all positive
+    losses = {}
+    for cap in (None, 1.0):
+        m = create_stable_model("resnet", 2, 2, 4, 4, 4.0, opening="pad", dtype=D)
+        with torch.no_grad():
+            m.classifier.weight.fill_(-20.0)  # logits ≤ −160: every point predicted 0, sigmoid saturated
+        f0 = float(hypothesis_loss(m.classifier(feats), yt))
+        moved = newton_cg_classifier_step(m, feats, yt, max_step=cap)
+        losses[cap] = (moved, f0, float(hypothesis_loss(m.classifier(feats), yt)))
+    assert losses[None][0] == 0 and losses[None][2] == losses[None][1]
+    assert losses[1.0][0] >= 1 and losses[1.0][2] < losses[1.0][1] - 1.0
+    with pytest.raises(ValueError, match="max_step"):
+        NewtonCGConfig(max_step=0.0)
+
+
+def test_level_schedule_epochs_and_per_level_rows(tmp_path):
+    """levels(max_layers) doubles from 4; Adam epochs fall as 32/N beyond N = 32 (≥ 10); a run saves each level
+    as it ends: its first level replaces all its earlier rows, later levels only their own."""
+    from orthojac.experiments.common import read_csv
+    from orthojac.experiments.haber_ruthotto import _level_saver, _save_rows, image_setting, level_epochs, levels
+
+    assert levels("quick", max_layers=128) == [4, 8, 16, 32, 64, 128] and levels("quick") == [4, 8, 16, 32]
+    with pytest.raises(ValueError, match="power of two"):
+        levels("full", max_layers=100)
+    assert [level_epochs(100, n) for n in (4, 32, 64, 128, 1024)] == [100, 100, 50, 25, 10]
+    assert level_epochs(5, 1024) == 5
+    st = image_setting("quick", n_train=10000, channels=6, cosine=True)
+    assert (st.n_train, st.n_val, st.channels, st.pool, st.lr_final) == (10000, 2000, 6, 2, st.lr / 100)
+    with pytest.raises(ValueError, match="image-pool"):
+        image_setting("quick", pool=0)
+    csv = tmp_path / "hr.csv"
+    row = lambda n, acc, arch="verlet": {"dataset": "peaks", "arch": arch, "layers": n,  # noqa: E731
+                                         "optimizer": "adam", "val_acc": acc, "seconds": 1.0, "mode": "full"}
+    _save_rows([row(4, 0.1), row(8, 0.2), row(16, 0.3)], csv, "full", "peaks", "verlet", "adam")
+    _save_rows([row(4, 0.5, "resnet")], csv, "full", "peaks", "resnet", "adam")  # another run: kept
+    save = _level_saver(csv, "full", "peaks", "verlet", "adam")
+    save(row(4, 0.7))
+    assert {(r["arch"], r["layers"], r["val_acc"]) for r in read_csv(csv)} == {("resnet", "4", "0.5"),
+                                                                              ("verlet", "4", "0.7")}
+    save(row(8, 0.8))
+    save(row(8, 0.9))
+    assert sorted((r["arch"], r["layers"], r["val_acc"]) for r in read_csv(csv)) == [
+        ("resnet", "4", "0.5"), ("verlet", "4", "0.7"), ("verlet", "8", "0.9")]

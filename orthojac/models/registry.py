@@ -133,3 +133,12 @@ def _pso(strategy: str) -> BlockBuilder:
 
 register_family("pso_channels", _pso("channels"))
 register_family("pso_bias", _pso("bias"))
+
+
+# The untied feedforward form Aᵀ|Bx + b| + c with two free weights A, B (notes §2.3; A starts equal to B, so
+# the layer is the identity at initialisation like the tied form). DF = Aᵀ·diag(±1)·B is orthogonal whenever
+# A, B ∈ O(n): always under the "exact" policy, only at initialisation under "init" (where A and B then drift
+# apart, so AᵀB ≠ I and the identity-at-init offset c no longer cancels). Twice the body parameters of the
+# tied form; MLP only (the conv feedforward layer is tied). fmnist-depth: the tying ablation (docs/fmnist_depth.md).
+register_family("ortho_feedforward_abs_untied", lambda n, policy, g, **kw: OrthoFeedforward(
+    n, activation="abs", tied=False, orthogonal=policy, generator=g, **kw))

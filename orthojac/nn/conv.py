@@ -285,8 +285,8 @@ class ConvOrthoFeedforward(ClaimedModule):
     r"""Orthogonal-Jacobian convolutional feedforward layer (no skip) ``F(x) = 𝓑ᵀσ(𝓑x + b) + c`` (notes
     §2.3 with A = B tied, B → the orthogonal convolution 𝓑), σ′ ∈ {−1, +1}.
 
-    Tied only: the untied dense form with free A, B did not train at depth (see
-    :class:`orthojac.nn.OrthoFeedforward`). c (per channel) starts at −𝓑ᵀσ(b) ("centred": F(x) = x at
+    Tied only (the untied dense form is ``OrthoFeedforward(tied=False)``; on Fashion-MNIST it did not beat
+    the tied one, docs/fmnist_depth.md). c (per channel) starts at −𝓑ᵀσ(b) ("centred": F(x) = x at
     initialisation with ``bias_init="identity"``; for a constant image 𝓑ᵀ acts as M(0, 0)ᴴ per pixel).
 
     Args:

@@ -13,6 +13,7 @@ as many layers (piecewise-linear in time, T fixed so h halves), use them as the 
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -116,19 +117,26 @@ def train_multilevel(model: nn.Module, levels: Sequence[int], fit: Callable[[nn.
 
 def fit_adam(model: nn.Module, data: Data, epochs: int = 50, lr: float = 1e-2, batch_size: int = 64,
              alpha: float = 0.0, generator: torch.Generator | None = None, progress: bool = False,
-             desc: str = "adam", penalty: Callable[[nn.Module], torch.Tensor] | None = None) -> FitResult:
+             desc: str = "adam", penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+             lr_final: float | None = None) -> FitResult:
     """Adam on (1/|batch|) Σ S(h(Y_N W + µ), c) + α·R_time(θ) (+ ``penalty(model)``, e.g. the classifier's
     spatial smoothness), one validation evaluation per epoch; returns the best-validation parameters (ties: the
-    earliest)."""
+    earliest). ``lr_final``: cosine decay of the learning rate per epoch, lr_e = lr_final + ½(lr − lr_final)
+    (1 + cos(π e/epochs)), e = 0 … epochs−1 (None: constant ``lr``)."""
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be ≥ 1, got {epochs}, {batch_size}")
+    if lr <= 0 or (lr_final is not None and not 0 <= lr_final <= lr):
+        raise ValueError(f"need lr > 0 and 0 ≤ lr_final ≤ lr, got lr={lr}, lr_final={lr_final}")
     xt, yt, xv, yv = data
     g = generator or torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     t0 = time.perf_counter()
     best = (accuracy(model, xv, yv), _snapshot(model))
     history = []
-    for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for e in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+        if lr_final is not None:
+            for group in opt.param_groups:
+                group["lr"] = lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * e / epochs))
         perm = torch.randperm(len(yt), generator=g)
         for i in range(0, len(yt), batch_size):
             idx = perm[i:i + batch_size]

@@ -55,6 +55,7 @@ class NewtonCGConfig:
     classifier_shift: float = 1e-6
     precond_shift: float = 1e-3   # shift g of the propagation preconditioner (α DᵀD/h + g I)⁻¹
     armijo_its: int = 30
+    max_step: float | None = 1.0  # trust radius of a step, relative to max(1, ‖x‖) (see ``_armijo``); None: no cap
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_size", "newton_its", "newton_cg_its", "gn_cg_its"):
@@ -64,6 +65,8 @@ class NewtonCGConfig:
             raise ValueError(f"curvature_fraction must be in (0, 1], got {self.curvature_fraction}")
         if self.alpha < 0 or self.alpha_w < 0 or self.precond_shift <= 0 or self.classifier_shift <= 0:
             raise ValueError("alpha and alpha_w must be ≥ 0, the shifts > 0")
+        if self.max_step is not None and self.max_step <= 0:
+            raise ValueError(f"max_step must be > 0 or None, got {self.max_step}")
 
 
 def _dot(a: Params, b: Params) -> torch.Tensor:
@@ -116,11 +119,21 @@ def loss_hessian_product(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 
 def _armijo(objective: Callable[[Params], torch.Tensor], params: Params, direction: Params, grad: Params,
-            f0: torch.Tensor, its: int) -> tuple[Params, float]:
+            f0: torch.Tensor, its: int, max_step: float | None = None) -> tuple[Params, float]:
+    """Backtracking from t = 1 (halving, ≤ ``its`` times) until f(x + t d) ≤ f(x) + 10⁻⁴ t ∇fᵀd. With
+    ``max_step`` the direction is first shortened to ‖d‖ ≤ max_step·max(1, ‖x‖), a trust radius as in Meganet's
+    Steihaug-CG: when the curvature vanishes (a saturated sigmoid, p(1 − p) ≈ 0 while the loss is large) the
+    Newton/GN direction is ~1/curvature long and no halving would reach an acceptable step."""
     slope = float(_dot(grad, direction))
     if slope >= 0:  # not a descent direction (should not happen with SPD GN): take the gradient
         direction = {k: -v for k, v in grad.items()}
         slope = float(-_dot(grad, grad))
+    if max_step is not None:
+        radius = max_step * max(1.0, float(torch.sqrt(_dot(params, params))))
+        norm = float(torch.sqrt(_dot(direction, direction)))
+        if norm > radius:
+            direction = {k: v * (radius / norm) for k, v in direction.items()}
+            slope *= radius / norm
     t = 1.0
     for _ in range(its):
         trial = _axpy(t, direction, params)
@@ -132,7 +145,8 @@ def _armijo(objective: Callable[[Params], torch.Tensor], params: Params, directi
 
 def newton_cg_classifier_step(model: StableNet, feats: torch.Tensor, labels: torch.Tensor, newton_its: int = 2,
                               cg_its: int = 2, alpha_w: float = 0.0, operator: torch.Tensor | None = None,
-                              shift: float = 1e-6, armijo_its: int = 30, tol: float = 1e-2) -> int:
+                              shift: float = 1e-6, armijo_its: int = 30, tol: float = 1e-2,
+                              max_step: float | None = 1.0) -> int:
     """Inexact Newton-PCG on (W, µ) with features Y_N fixed; objective (1/s)ΣS + ½α_W‖L W‖² (‖W‖² without an
     ``operator`` L of shape (·, HW), applied per channel image). Preconditioned by (α_W LᵀL + shift·I)⁻¹ on W.
     Updates ``model.classifier`` in place; returns the number of Newton iterations that moved."""
@@ -173,7 +187,7 @@ def newton_cg_classifier_step(model: StableNet, feats: torch.Tensor, labels: tor
 
         d, _ = pcg(matvec, {k: -v for k, v in grad.items()}, precond if alpha_w or lap is not None else None,
                    maxit=cg_its, tol=tol)
-        new, t = _armijo(objective, params, d, grad, f0.detach(), armijo_its)
+        new, t = _armijo(objective, params, d, grad, f0.detach(), armijo_its, max_step)
         if t == 0.0:
             break
         params, moved = new, moved + 1
@@ -218,7 +232,7 @@ class _TimePreconditioner:
 def gauss_newton_cg_step(model: StableNet, x: torch.Tensor, labels: torch.Tensor, alpha: float = 0.0,
                          cg_its: int = 20, tol: float = 1e-2, curvature_fraction: float = 0.5,
                          precond: _TimePreconditioner | None = None, armijo_its: int = 30,
-                         generator: torch.Generator | None = None) -> tuple[int, float]:
+                         generator: torch.Generator | None = None, max_step: float | None = 1.0) -> tuple[int, float]:
     """One Gauss–Newton-PCG step on the propagation weights θ with (W, µ) fixed; objective
     (1/s)ΣS(h(Y_N(θ)W + µ), c) + α R(θ). The gradient uses the whole batch ``x``; the GN products
     v ↦ Jᵀ H_S J v + α∇²R v use a random ``curvature_fraction`` of it (jvp, then vjp through the propagation).
@@ -252,7 +266,7 @@ def gauss_newton_cg_step(model: StableNet, x: torch.Tensor, labels: torch.Tensor
         return _axpy(1.0, pre.reg_hvp(v), out) if alpha else out
 
     d, its = pcg(matvec, {k: -v for k, v in grad.items()}, pre, maxit=cg_its, tol=tol)
-    new, t = _armijo(objective, params, d, grad, f0.detach(), armijo_its)
+    new, t = _armijo(objective, params, d, grad, f0.detach(), armijo_its, max_step)
     with torch.no_grad():
         for k, v in prop.named_parameters():
             v.copy_(new[k])
@@ -279,9 +293,10 @@ def fit_newton_cg(model: StableNet, data: Data, config: NewtonCGConfig | None = 
         with torch.no_grad():
             feats = model.features(xb)
         newton_cg_classifier_step(model, feats, yb, cfg.newton_its, cfg.newton_cg_its, cfg.alpha_w,
-                                  classifier_operator, cfg.classifier_shift, cfg.armijo_its, cfg.cg_tol)
+                                  classifier_operator, cfg.classifier_shift, cfg.armijo_its, cfg.cg_tol,
+                                  cfg.max_step)
         gauss_newton_cg_step(model, xb, yb, cfg.alpha, cfg.gn_cg_its, cfg.cg_tol, cfg.curvature_fraction, pre,
-                             cfg.armijo_its, g)
+                             cfg.armijo_its, g, cfg.max_step)
         acc = accuracy(model, xv, yv)
         history.append(acc)
         if acc > best[0]:
