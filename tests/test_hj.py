@@ -426,6 +426,8 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "fig").glob("hj_*.png")] == ["hj_eikonal_square_2_authors_test.png"]
     with pytest.raises(ValueError, match="iteration counts"):
         R.run_spec(R.Spec("eikonal_square", 1, iterations=(5,)), "test", "cpu", "", False)
+    car = R.run_spec(R.Spec("reeds_shepp", 1, iterations=(3, 3, 3), points=20), "test", "cpu", "", False)
+    assert car["traj_end"] in ("reached", "exited", "t_max") and car["traj_time"] <= 12.01 and car["mse"] == ""
 
 
 def test_reproduce_spec_filters(monkeypatch):

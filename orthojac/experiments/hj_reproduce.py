@@ -36,7 +36,7 @@ from pathlib import Path
 
 COLUMNS = ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs", "mse_std", "max_err_std", "optimizer",
            "sampling", "iterations", "lr_end", "cpu_seconds", "residual", "authors_mse", "authors_max_err", "traj_time",
-           "traj_value", "setting", "mode", "device"]
+           "traj_value", "traj_end", "setting", "mode", "device"]
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
             r.points = spec.points
     if spec.lr_end is not None:
         cfg.solver.rounds[-1].lr_end = spec.lr_end
-    mses, maxes, secs, cpus, resid, tt, tv = [], [], [], [], [], [], []
+    mses, maxes, secs, cpus, resid, tt, tv, ends = [], [], [], [], [], [], [], []
     problem = net = None
     for run in range(spec.runs):
         with warnings.catch_warnings():
@@ -191,6 +191,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
             tr = trajectory(net.to("cpu"), problem, default_starts(problem)[0])
             tt.append(tr["time"])
             tv.append(tr["value"])
+            ends.append(next((k for k in ("reached", "captured", "exited", "escaped") if tr.get(k)), "t_max"))
         if run == 0 and figures:
             tag = "_".join([spec.config, str(cfg.dim), spec.setting.split(",")[0].replace(" ", "-"), mode])
             plot_solution(problem, net, Path(figures) / f"hj_{tag}.png",
@@ -212,6 +213,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
         "authors_max_err": spec.authors[1] if spec.authors else "",
         "traj_time": round(statistics.mean(tt), 3) if tt else "",
         "traj_value": round(statistics.mean(tv), 3) if tv else "",
+        "traj_end": "/".join(ends),
         "setting": spec.setting, "mode": mode, "device": device_name(cfg.torch_device()),
     }
 
@@ -236,13 +238,17 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
              "MSE and E∞ = max error over held-out volume-uniform test points (10⁵ for the 2-D and time-dependent "
              "problems, 10⁶ otherwise) plus the origin; `residual` = mean-square scheme residual over the last 10% "
              "of steps; for the car problems, `traj time / u(x₀)` compares the time the feedback trajectory from "
-             "the authors' start point takes with the value the network predicts there (a time of 12.01 means the "
-             "target was not reached within t_max = 12). `s/run (wall)` was measured on a shared, loaded machine; "
+             "the authors' start point takes with the value the network predicts there, and how it ended: `reached` "
+             "(the target), `captured`, `exited` (left through the outer circle, which the authors' problem charges "
+             "u = 4), `escaped`, or `t_max` (still going at t = 12). `s/run (wall)` was measured on a shared, "
+             "loaded machine; "
              "`CPU s/run` is the process CPU time (one thread). Devices: "
              + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         traj = f"{r['traj_time']} / {r['traj_value']}" if r.get("traj_time") else "–"
+        if r.get("traj_end"):
+            traj += f" ({r['traj_end']})"
         lines.append("| " + " | ".join([
             r["mode"], r["problem"], r["dim"], r["arch"], r["setting"], r["optimizer"], r["iterations"],
             num(r, "mse"), num(r, "max_err"), r["authors_mse"] or "–", r["authors_max_err"] or "–",
