@@ -156,6 +156,12 @@ def _cell(v: float) -> float | str:
     return "" if not math.isfinite(v) else v
 
 
+def _slug(text: str) -> str:
+    """A file-name-safe form of a setting name: letters, digits, "_" and "-" only (``authors' steps`` →
+    ``authors-steps``)."""
+    return "-".join("".join(c if c.isalnum() or c == "_" else " " for c in text).split())
+
+
 def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
     from ..hj import arch_label
     from ..hj.config import load_hj_config, solve_config
@@ -193,7 +199,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
             tv.append(tr["value"])
             ends.append(next((k for k in ("reached", "captured", "exited", "escaped") if tr.get(k)), "t_max"))
         if run == 0 and figures:
-            tag = "_".join([spec.config, str(cfg.dim), spec.setting.split(",")[0].replace(" ", "-"), mode])
+            tag = "_".join([spec.config, str(cfg.dim), _slug(spec.setting.split(",")[0]), mode])
             plot_solution(problem, net, Path(figures) / f"hj_{tag}.png",
                           title=f"{problem.describe()}, {spec.setting}: MSE {res.mse:.3g}, E∞ {res.max_err:.3g}"
                           if problem.has_exact else f"{problem.describe()}, {spec.setting}")
