@@ -236,7 +236,13 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
         sd = r.get(k + "_std", "")
         return f"{s} ± {_fmt(float(sd))}" if sd not in ("", "nan", None) else s
 
-    rows = read_csv(csv_path)
+    order = ["eikonal_square", "eikonal_cube", "eikonal_ball", "eikonal_annulus", "time_dependent", "reeds_shepp",
+             "pursuit_evasion"]
+    # quick before full; the paper's problem order; dimension; the authors' settings before the others
+    rows = sorted(read_csv(csv_path), key=lambda r: (r["mode"] != "quick", order.index(r["problem"])
+                                                      if r["problem"] in order else len(order),
+                                                      int(r["dim"]), not r["setting"].startswith("authors,")
+                                                      and r["setting"] not in ("authors", "fewer steps")))
     head = ["mode", "problem", "dim", "arch", "setting", "optimizer", "iterations", "MSE", "E∞", "authors MSE",
             "authors E∞", "residual", "traj time / u(x₀)", "s/run (wall)", "CPU s/run", "runs"]
     lines = ["# Hamilton–Jacobi: least-squares Lax–Friedrichs solver (arXiv 2406.10758)", "",
