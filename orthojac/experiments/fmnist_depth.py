@@ -431,6 +431,9 @@ def make_figures(csv_path: Path, prof_path: Path, fig_dir: Path) -> list[Path]:
                    title=f"Fashion-MNIST, {body} body ({mode} mode)")
             if series:
                 ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, f"no {body} runs in {mode} mode yet", transform=ax.transAxes, ha="center",
+                        color="grey")
     paths.append(save_figure(fig, fig_dir / "fmnist_depth_accuracy.png", dpi=110))
     ablation = ablation_figure(all_rows, fig_dir / "fmnist_depth_feedforward_ablation.png")
     if ablation is not None:
