@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -21,9 +22,12 @@ from orthojac.hj.config import load_hj_config, solve_config
 
 
 def main(argv: list[str]) -> None:
-    if not argv:
+    if not argv or argv[0] in ("-h", "--help"):
         raise SystemExit(__doc__)
     name, *rest = argv
+    if not (Path("configs/hj") / f"{name}.yaml").exists():
+        known = sorted(p.stem for p in Path("configs/hj").glob("*.yaml"))
+        raise SystemExit(f"hj_study: no config configs/hj/{name}.yaml; choose one of {known}")
     iters = None
     overrides = []
     per_round: dict[str, list[str]] = {}

@@ -75,3 +75,9 @@ def test_training_throughput_times_steps_and_accuracy() -> None:
     assert set(rows) == {"init", "exact"}
     assert float(rows["init"][2]) > 0 and float(rows["init"][3]) == 1.0  # samples/s, step ratio
     assert 0.0 <= float(rows["exact"][7]) <= 1.0  # final test accuracy is a fraction
+
+
+def test_hj_study_names_the_known_configs_on_a_bad_one() -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hj_study.py"), "no_such_problem"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode != 0 and "eikonal_square" in out.stderr and "no_such_problem" in out.stderr
