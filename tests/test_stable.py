@@ -177,9 +177,9 @@ def test_time_smoothness_formula_and_rescaling(gen):
     with torch.no_grad():
         m.K.copy_(torch.arange(6, dtype=D).reshape(6, 1, 1) * torch.ones(1, 2, 2, dtype=D))
         m.b.zero_()
-    r1 = float(time_smoothness(m))
+    r1 = float(time_smoothness(m).detach())
     m.prolong_()
-    assert math.isclose(float(time_smoothness(m)), r1, rel_tol=1e-12) and math.isclose(r1, 4 * 5 / (2 * 0.5))
+    assert math.isclose(float(time_smoothness(m).detach()), r1, rel_tol=1e-12) and math.isclose(r1, 4 * 5 / (2 * 0.5))
     # time_laplacian is its Hessian: ½ θᵀ L θ = R for one weight entry
     th = torch.randn(7, generator=gen, dtype=D)
     lap = time_laplacian(7, 0.5)
