@@ -12,13 +12,15 @@ import math
 import os
 import platform
 import statistics
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["write_csv", "append_csv", "read_csv", "csv_to_markdown", "device_name", "plt", "RESULTS_DIR"]
+__all__ = ["write_csv", "append_csv", "csv_lock", "read_csv", "csv_to_markdown", "device_name", "plt", "RESULTS_DIR"]
 
 RESULTS_DIR = Path("results")
 
@@ -62,14 +64,50 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+_HELD: dict[str, int] = {}  # CSV path → how many nested csv_lock blocks of this process hold its lock
+
+
+@contextmanager
+def csv_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for the CSV at ``path`` (``flock`` on a lock file in the temporary
+    directory named after the CSV's absolute path) around a read-modify-write, so that two runs sharing one
+    results CSV (e.g. two filtered reproductions started side by side) cannot drop each other's rows.
+    Re-entrant within a process; a no-op where ``fcntl`` does not exist (Windows)."""
+    key = str(Path(path).resolve())
+    if _HELD.get(key):
+        _HELD[key] += 1
+        try:
+            yield
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    name = "orthojac_" + key.strip("/").replace("/", "_") + ".lock"
+    with open(Path(tempfile.gettempdir()) / name, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        _HELD[key] = 1
+        try:
+            yield
+        finally:
+            _HELD.pop(key, None)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def append_csv(rows: Iterable[dict[str, Any]], path: str | Path, columns: Sequence[str] | None = None,
                replace_where: dict[str, Any] | None = None) -> Path:
     """Merge ``rows`` into an existing CSV: existing rows matching every key of ``replace_where`` (e.g.
-    ``{"mode": "quick"}``) are dropped first, so re-running a mode replaces its rows and keeps the others."""
-    old = read_csv(path) if Path(path).exists() else []
-    if replace_where:
-        old = [r for r in old if not all(str(r.get(k)) == str(v) for k, v in replace_where.items())]
-    return write_csv([*old, *rows], path, columns)
+    ``{"mode": "quick"}``) are dropped first, so re-running a mode replaces its rows and keeps the others.
+    The read-modify-write holds :func:`csv_lock`, so concurrent runs appending to one CSV keep all rows."""
+    rows = list(rows)
+    with csv_lock(path):
+        old = read_csv(path) if Path(path).exists() else []
+        if replace_where:
+            old = [r for r in old if not all(str(r.get(k)) == str(v) for k, v in replace_where.items())]
+        return write_csv([*old, *rows], path, columns)
 
 
 def _fmt(v: float) -> str:

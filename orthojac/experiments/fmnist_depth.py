@@ -39,7 +39,17 @@ import torch
 import torch.nn.functional as F
 
 from ..diagnostics import gradient_norms, jacobian_spectrum
-from .common import RESULTS_DIR, append_csv, csv_to_markdown, device_name, plt, read_csv, save_figure, write_csv
+from .common import (
+    RESULTS_DIR,
+    append_csv,
+    csv_lock,
+    csv_to_markdown,
+    device_name,
+    plt,
+    read_csv,
+    save_figure,
+    write_csv,
+)
 
 __all__ = ["Run", "grid", "run_one", "run", "add_arguments", "COLUMNS", "ARCHS", "ORTHO_ARCHS", "OPT_IN_ARCHS",
            "make_figures", "MODES", "update_profiles"]
@@ -297,9 +307,10 @@ def run(args: argparse.Namespace) -> int:
     restart = mode == "quick" or args.restart
     selected = {r.key() for r in runs}
     if restart:  # the selected runs' old rows and profiles go; every other row stays
-        if csv_path.exists():
-            write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
-                       or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
+        with csv_lock(csv_path):
+            if csv_path.exists():
+                write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
+                           or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)
         update_profiles(prof_path, mode, drop=selected)
     done = {tuple(str(row[k]) for k in KEY) for row in read_csv(csv_path) if row["mode"] == mode} \
         if csv_path.exists() else set()

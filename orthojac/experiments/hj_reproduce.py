@@ -29,8 +29,6 @@ import math
 import statistics
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -303,26 +301,6 @@ def select_specs(mode: str, only: str = "", dims: str = "", runs: int = 0, setti
     return specs
 
 
-@contextmanager
-def _locked(csv_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock around a read-modify-write of the CSV (a lock file in the temporary directory
-    named after the CSV's absolute path; POSIX only, elsewhere a no-op)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        yield
-        return
-    import tempfile
-
-    name = "orthojac_" + str(csv_path.resolve()).strip("/").replace("/", "_") + ".lock"
-    with open(Path(tempfile.gettempdir()) / name, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _worker(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
     import torch
 
@@ -333,7 +311,7 @@ def _worker(spec: Spec, mode: str, device: str, figures: str, progress: bool) ->
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .common import append_csv
+    from .common import append_csv, csv_lock
 
     torch.set_num_threads(1)
     specs = select_specs(args.mode, args.only, getattr(args, "dims", ""), getattr(args, "runs", 0),
@@ -353,7 +331,7 @@ def run(args: argparse.Namespace) -> int:
               f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
         # saved at once, replacing only the same (problem, dim, arch, setting, mode): a killed or --only run
         # keeps every other row; the lock lets two runs (e.g. --dims 20 and --dims 50) share one CSV
-        with _locked(out):
+        with csv_lock(out):
             append_csv([row], out, COLUMNS, replace_where={k: row[k] for k in ("problem", "dim", "arch", "setting",
                                                                                "mode")})
             write_markdown(out, out.with_suffix(".md"))
@@ -369,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             futs = {pool.submit(_worker, s, args.mode, args.device, args.figures, False): s for s in specs}
             for i, fut in enumerate(as_completed(futs), 1):
                 save(i, futs[fut], fut.result())
-    with _locked(out):
+    with csv_lock(out):
         md = write_markdown(out, out.with_suffix(".md"))
     print(f"total: {time.perf_counter() - t0:.0f} s wall; {cpu:.0f} s CPU in training ({jobs} process(es)), "
           f"{time.process_time() - c0:.0f} s CPU in this process; wrote {out} and {md}")
