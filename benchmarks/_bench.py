@@ -127,7 +127,8 @@ def write_results(script: str, title: str, rows: list[dict[str, Any]], columns: 
     """Print the table; unless ``no_write``, put it into RESULTS.md (replacing this script × device × mode's
     previous section) and merge the rows into benchmarks/results/<script>.csv."""
     dev = machine(device)
-    body = (f"## {title}\n\n`python benchmarks/{script}.py --{mode}` on **{dev}**, torch {torch.__version__}, "
+    argv = " ".join(sys.argv[1:]) or f"--{mode}"  # the command as run, filters included
+    body = (f"## {title}\n\n`python benchmarks/{script}.py {argv}` on **{dev}**, torch {torch.__version__}, "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} ({clock}).\n\n{notes.strip()}\n\n"
             f"{markdown_table(rows, columns)}\n")
     print(body)
