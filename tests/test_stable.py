@@ -220,13 +220,13 @@ def test_newton_cg_steps_decrease_the_loss(gen):
     m = create_stable_model("resnet", 2, 2, 2, 4, 4.0, init="random", init_scale=1.0, generator=gen, dtype=D)
     with torch.no_grad():
         m.classifier.weight.normal_(generator=gen)
-    f0 = float(hypothesis_loss(m(xt), yt))
+    f0 = float(hypothesis_loss(m(xt), yt).detach())
     with torch.no_grad():
         feats = m.features(xt)
     assert newton_cg_classifier_step(m, feats, yt) >= 1
-    f1 = float(hypothesis_loss(m(xt), yt))
+    f1 = float(hypothesis_loss(m(xt), yt).detach())
     _, t = gauss_newton_cg_step(m, xt, yt, alpha=1e-3, curvature_fraction=1.0, generator=gen)
-    f2 = float(hypothesis_loss(m(xt), yt))
+    f2 = float(hypothesis_loss(m(xt), yt).detach())
     assert f1 < f0 and t > 0 and f2 < f1
     res = fit_newton_cg(m, (xt, yt, xv, yv), NewtonCGConfig(iterations=3, batch_size=60, alpha=1e-3), generator=gen)
     assert res.val_acc >= max(res.history)
@@ -325,9 +325,9 @@ def test_newton_step_trust_radius_escapes_a_saturated_sigmoid(gen):
         m = create_stable_model("resnet", 2, 2, 4, 4, 4.0, opening="pad", dtype=D)
         with torch.no_grad():
             m.classifier.weight.fill_(-20.0)  # logits ≤ −160: every point predicted 0, sigmoid saturated
-        f0 = float(hypothesis_loss(m.classifier(feats), yt))
+        f0 = float(hypothesis_loss(m.classifier(feats), yt).detach())
         moved = newton_cg_classifier_step(m, feats, yt, max_step=cap)
-        losses[cap] = (moved, f0, float(hypothesis_loss(m.classifier(feats), yt)))
+        losses[cap] = (moved, f0, float(hypothesis_loss(m.classifier(feats), yt).detach()))
     assert losses[None][0] == 0 and losses[None][2] == losses[None][1]
     assert losses[1.0][0] >= 1 and losses[1.0][2] < losses[1.0][1] - 1.0
     with pytest.raises(ValueError, match="max_step"):
