@@ -387,6 +387,21 @@ class TimeDependentLQR(Problem):
         return base
 
 
+def _two_circle_boundary(n: int, m: int, r_inner: float, r_outer: float, outer_value: float, w_inner: float,
+                         w_outer: float, angles: int, g: torch.Generator | None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boundary points of the car problems' planar annulus × angle torus: m on |z| = r_inner with u = 0 and
+    n − m on |z| = r_outer with u = ``outer_value``, then ``angles`` periodic coordinates uniform in [0, 2π).
+    Each circle's misfit is averaged on its own and weighted: per-point weights w_inner·n/m and w_outer·n/(n − m)
+    in the solver's single mean over all n points (the authors' per-group means)."""
+    r = torch.cat([torch.full((m,), r_inner), torch.full((n - m,), r_outer)])
+    z = sampling.sphere(n, 2, r, g)
+    th = torch.rand(n, angles, generator=g) * 2 * math.pi
+    vals = torch.cat([torch.zeros(m), torch.full((n - m,), outer_value)])
+    w = torch.cat([torch.full((m,), w_inner * n / max(m, 1)), torch.full((n - m,), w_outer * n / max(n - m, 1))])
+    return torch.cat([z, th], 1), vals, w
+
+
 class ReedsSheppCar(Problem):
     r"""Minimum time of a Reeds–Shepp car (turning radius ρ, unit speed forwards or backwards) to the disk
     |(x, y)| ≤ r_target (notes P7): H(x, ∇u) = 1 with :class:`~orthojac.hj.hamiltonians.ReedsShepp`, u = 0 on
@@ -419,14 +434,8 @@ class ReedsSheppCar(Problem):
         return torch.cat([xy, th], 1)
 
     def sample_boundary(self, n, g):
-        m = int(round(n * self.target_fraction))
-        r = torch.cat([torch.full((m,), self.r_target), torch.full((n - m,), self.radius)])
-        xy = sampling.sphere(n, 2, r, g)
-        th = torch.rand(n, 1, generator=g) * 2 * math.pi
-        vals = torch.cat([torch.zeros(m), torch.full((n - m,), self.outer_value)])
-        w = torch.cat([torch.full((m,), self.target_weight * n / max(m, 1)),
-                       torch.full((n - m,), self.outer_weight * n / max(n - m, 1))])
-        return torch.cat([xy, th], 1), vals, w
+        return _two_circle_boundary(n, int(round(n * self.target_fraction)), self.r_target, self.radius,
+                                    self.outer_value, self.target_weight, self.outer_weight, 1, g)
 
     def sample_test(self, n, g):
         xy = sampling.shell(n, 2, self.r_target, self.radius, g, "uniform")
@@ -466,13 +475,8 @@ class TwoCarGame(Problem):
         return torch.cat([z, torch.rand(n, 2, generator=g) * 2 * math.pi], 1)
 
     def sample_boundary(self, n, g):
-        m = n // 2
-        r = torch.cat([torch.full((m,), self.r_capture), torch.full((n - m,), self.r_escape)])
-        z = sampling.sphere(n, 2, r, g)
-        vals = torch.cat([torch.zeros(m), torch.full((n - m,), self.escape_value)])
         # each circle's misfit averaged on its own, weight 1 each (the authors' train_two_car_game)
-        w = torch.cat([torch.full((m,), n / max(m, 1)), torch.full((n - m,), n / max(n - m, 1))])
-        return torch.cat([z, torch.rand(n, 2, generator=g) * 2 * math.pi], 1), vals, w
+        return _two_circle_boundary(n, n // 2, self.r_capture, self.r_escape, self.escape_value, 1.0, 1.0, 2, g)
 
     def sample_test(self, n, g):
         z = sampling.shell(n, 2, self.r_capture, self.r_escape, g, "uniform")
