@@ -59,19 +59,24 @@ ORTHO = ("model.arch=ortho_residual_relu", "model.width=20", "model.depth=4", "o
 # δ/α schedules, the final round's rate decaying geometrically (Round.lr_end) so it ends below the re-sampling
 # noise floor; Adam where it measured better (the ball)
 _DECAY_SGD = 0.002
+
+
+def _rounds(schedule: tuple[tuple[float, float, int], ...], iterations: int, lr_end: float = 1e-4) -> str:
+    """A ``solver.rounds`` override from (δ, α, interior points) per round: 100 boundary points and
+    ``iterations`` steps each, the last round's learning rate decaying to ``lr_end``."""
+    rounds = [f"{{delta: {d}, alpha: {a}, points: {p}, boundary_points: 100, iterations: {iterations}"
+              + (f", lr_end: {lr_end}}}" if k == len(schedule) - 1 else "}")
+              for k, (d, a, p) in enumerate(schedule)]
+    return "solver.rounds=[" + ", ".join(rounds) + "]"
+
+
 # the cars: Adam (the authors' current main_ReedsShepp_OCP.py uses Adam 1e-3) and a fourth round with half the
 # stencil and the smallest monotone viscosity (α = max_i |∂H/∂p_i| = 1 for the car, 1.8 for the game), whose
 # numerical diffusion αδ/2 is 5× (car) / 2.5× (game) below the authors' last round: their δ = 0.3, α = 2.5
 # over-estimates the time to the target so much that leaving through the outer circle (charged u = 4) looks
 # cheaper and the feedback car drives out
-_RS_ROUNDS = ("solver.rounds=[{delta: 0.75, alpha: 2.5, points: 800, boundary_points: 100, iterations: 2000}, "
-              "{delta: 0.6, alpha: 2.5, points: 1000, boundary_points: 100, iterations: 2000}, "
-              "{delta: 0.3, alpha: 2.5, points: 1200, boundary_points: 100, iterations: 2000}, "
-              "{delta: 0.15, alpha: 1.0, points: 1200, boundary_points: 100, iterations: 2000, lr_end: 0.0001}]")
-_PE_ROUNDS = ("solver.rounds=[{delta: 0.7, alpha: 2.5, points: 600, boundary_points: 100, iterations: 1500}, "
-              "{delta: 0.5, alpha: 2.0, points: 600, boundary_points: 100, iterations: 1500}, "
-              "{delta: 0.3, alpha: 2.0, points: 600, boundary_points: 100, iterations: 1500}, "
-              "{delta: 0.15, alpha: 1.8, points: 600, boundary_points: 100, iterations: 1500, lr_end: 0.0001}]")
+_RS_ROUNDS = _rounds(((0.75, 2.5, 800), (0.6, 2.5, 1000), (0.3, 2.5, 1200), (0.15, 1.0, 1200)), 2000)
+_PE_ROUNDS = _rounds(((0.7, 2.5, 600), (0.5, 2.0, 600), (0.3, 2.0, 600), (0.15, 1.8, 600)), 1500)
 QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
