@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from orthojac.experiments.common import append_csv, csv_lock, csv_to_markdown, read_csv
+from orthojac.experiments.common import append_csv, csv_to_markdown, file_lock, read_csv
 
 
 def _append_many(path: str, tag: str, n: int) -> None:
@@ -36,9 +36,9 @@ def test_concurrent_appends_keep_every_row(tmp_path: Path) -> None:
     assert sorted((r["tag"], int(r["i"])) for r in rows) == [(t, i) for t in ("a", "b") for i in range(40)]
 
 
-def test_csv_lock_is_reentrant(tmp_path: Path) -> None:
+def test_file_lock_is_reentrant(tmp_path: Path) -> None:
     path = tmp_path / "r.csv"
-    with csv_lock(path), csv_lock(path):  # nested in one process: must not deadlock
+    with file_lock(path), file_lock(path):  # nested in one process: must not deadlock
         append_csv([{"x": 1}], path, ["x"])
         csv_to_markdown(path, tmp_path / "r.md", ["x"], [])
     assert read_csv(path) == [{"x": "1"}]

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["write_csv", "append_csv", "csv_lock", "read_csv", "csv_to_markdown", "device_name", "plt", "RESULTS_DIR"]
+__all__ = ["write_csv", "append_csv", "file_lock", "read_csv", "csv_to_markdown", "device_name", "plt", "RESULTS_DIR"]
 
 RESULTS_DIR = Path("results")
 
@@ -64,14 +64,15 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-_HELD: dict[str, int] = {}  # CSV path → how many nested csv_lock blocks of this process hold its lock
+_HELD: dict[str, int] = {}  # file path → how many nested file_lock blocks of this process hold its lock
 
 
 @contextmanager
-def csv_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock for the CSV at ``path`` (``flock`` on a lock file in the temporary
-    directory named after the CSV's absolute path) around a read-modify-write, so that two runs sharing one
-    results CSV (e.g. two filtered reproductions started side by side) cannot drop each other's rows.
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for the results file at ``path`` (``flock`` on a lock file in the
+    temporary directory named after the file's absolute path) around a read-modify-write, so that two runs
+    sharing one results CSV or JSON (e.g. two filtered reproductions started side by side) cannot drop each
+    other's rows.
     Re-entrant within a process; a no-op where ``fcntl`` does not exist (Windows)."""
     key = str(Path(path).resolve())
     if _HELD.get(key):
@@ -101,9 +102,9 @@ def append_csv(rows: Iterable[dict[str, Any]], path: str | Path, columns: Sequen
                replace_where: dict[str, Any] | None = None) -> Path:
     """Merge ``rows`` into an existing CSV: existing rows matching every key of ``replace_where`` (e.g.
     ``{"mode": "quick"}``) are dropped first, so re-running a mode replaces its rows and keeps the others.
-    The read-modify-write holds :func:`csv_lock`, so concurrent runs appending to one CSV keep all rows."""
+    The read-modify-write holds :func:`file_lock`, so concurrent runs appending to one CSV keep all rows."""
     rows = list(rows)
-    with csv_lock(path):
+    with file_lock(path):
         old = read_csv(path) if Path(path).exists() else []
         if replace_where:
             old = [r for r in old if not all(str(r.get(k)) == str(v) for k, v in replace_where.items())]

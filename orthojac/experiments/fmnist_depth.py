@@ -42,9 +42,9 @@ from ..diagnostics import gradient_norms, jacobian_spectrum
 from .common import (
     RESULTS_DIR,
     append_csv,
-    csv_lock,
     csv_to_markdown,
     device_name,
+    file_lock,
     plt,
     read_csv,
     save_figure,
@@ -261,14 +261,16 @@ def update_profiles(prof_path: Path, mode: str, drop: set[tuple[str, ...]], add:
                     ) -> None:
     """Read ``prof_path`` now, drop ``mode``'s profiles of the runs with keys in ``drop``, append ``add`` and write
     it back atomically. Reading just before writing (not once per process) keeps the profiles that another
-    invocation — e.g. a quick run next to a long full sweep — wrote in the meantime."""
-    profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
-    mine = [p for p in profiles.get(mode, []) if Run(**p["run"]).key() not in drop]
-    profiles[mode] = mine + ([add] if add is not None else [])
-    prof_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = prof_path.with_name(f"{prof_path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(profiles) + "\n")
-    os.replace(tmp, prof_path)
+    invocation — e.g. a quick run next to a long full sweep — wrote in the meantime; the read-modify-write holds
+    :func:`~orthojac.experiments.common.file_lock`."""
+    with file_lock(prof_path):  # another invocation cannot write between this read and this write
+        profiles = json.loads(prof_path.read_text()) if prof_path.exists() else {}
+        mine = [p for p in profiles.get(mode, []) if Run(**p["run"]).key() not in drop]
+        profiles[mode] = mine + ([add] if add is not None else [])
+        prof_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = prof_path.with_name(f"{prof_path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(profiles) + "\n")
+        os.replace(tmp, prof_path)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -307,7 +309,7 @@ def run(args: argparse.Namespace) -> int:
     restart = mode == "quick" or args.restart
     selected = {r.key() for r in runs}
     if restart:  # the selected runs' old rows and profiles go; every other row stays
-        with csv_lock(csv_path):
+        with file_lock(csv_path):
             if csv_path.exists():
                 write_csv([row for row in read_csv(csv_path) if row["mode"] != mode
                            or tuple(str(row[k]) for k in KEY) not in selected], csv_path, COLUMNS)

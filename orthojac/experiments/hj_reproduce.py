@@ -316,7 +316,7 @@ def _worker(spec: Spec, mode: str, device: str, figures: str, progress: bool) ->
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .common import append_csv, csv_lock
+    from .common import append_csv, file_lock
 
     torch.set_num_threads(1)
     specs = select_specs(args.mode, args.only, getattr(args, "dims", ""), getattr(args, "runs", 0),
@@ -336,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
               f"({row['seconds']} s/run, {row['cpu_seconds']} CPU s/run)", flush=True)
         # saved at once, replacing only the same (problem, dim, arch, setting, mode): a killed or --only run
         # keeps every other row; the lock lets two runs (e.g. --dims 20 and --dims 50) share one CSV
-        with csv_lock(out):
+        with file_lock(out):
             append_csv([row], out, COLUMNS, replace_where={k: row[k] for k in ("problem", "dim", "arch", "setting",
                                                                                "mode")})
             write_markdown(out, out.with_suffix(".md"))
@@ -352,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
             futs = {pool.submit(_worker, s, args.mode, args.device, args.figures, False): s for s in specs}
             for i, fut in enumerate(as_completed(futs), 1):
                 save(i, futs[fut], fut.result())
-    with csv_lock(out):
+    with file_lock(out):
         md = write_markdown(out, out.with_suffix(".md"))
     print(f"total: {time.perf_counter() - t0:.0f} s wall; {cpu:.0f} s CPU in training ({jobs} process(es)), "
           f"{time.process_time() - c0:.0f} s CPU in this process; wrote {out} and {md}")
