@@ -25,7 +25,7 @@ from orthojac.hj import (
     solve,
 )
 from orthojac.hj import sampling as S
-from orthojac.hj.config import ConfigError, parse_hj_config
+from orthojac.hj.config import ConfigError, build_from_config, parse_hj_config
 from orthojac.hj.control import (
     eikonal_trajectory,
     pursuit_evasion_controls,
@@ -258,6 +258,34 @@ def test_fourier_network_is_periodic_and_families_build():
     assert torch.equal(stable(x[:, :3]), build_ansatz(3, "stable_verlet", width=8, depth=3, seed=0)(x[:, :3]))
     with pytest.raises(ValueError, match="unknown arch"):
         build_ansatz(2, "transformer")
+
+
+@pytest.mark.parametrize("name", ["reeds_shepp", "pursuit_evasion"])
+def test_rotation_invariant_ansatz_is_invariant_and_periodic(name):
+    """``model.symmetry: rotation``: rotating the plane by β (positions by R_β, every heading by +β) leaves
+    u unchanged, as it leaves the car problems unchanged; shifting any angle by 2π too. The features keep
+    the distance to the origin (|w| = |z|), so they lose nothing but the rotation."""
+    cfg = parse_hj_config({"problem": {"name": name}, "model": {"widths": [16, 16], "symmetry": "rotation"},
+                           "solver": {"rounds": [{"delta": 0.5, "alpha": 2.0, "points": 8, "boundary_points": 4,
+                                                  "iterations": 1}]}})
+    problem, net = build_from_config(cfg)
+    net = net.double()
+    g = _gen(5)
+    x = problem.sample_test(50, g).double()
+    beta = torch.rand(50, generator=g, dtype=D64) * 12 - 6
+    c, s = torch.cos(beta), torch.sin(beta)
+    rot = torch.cat([torch.stack([c * x[:, 0] - s * x[:, 1], s * x[:, 0] + c * x[:, 1]], 1),
+                     x[:, 2:] + beta[:, None]], 1)
+    wrapped = x.clone()
+    wrapped[:, 2:] += 2 * math.pi * torch.tensor([3.0, -2.0][:x.shape[1] - 2], dtype=D64)
+    u = net(x)
+    assert torch.allclose(net(rot), u, atol=1e-12) and torch.allclose(net(wrapped), u, atol=1e-12)
+    assert not torch.allclose(net(x[:, [1, 0, *range(2, x.shape[1])]]), u, atol=1e-3)  # not a constant net
+    w = problem.invariant_features(x)
+    assert w.shape == (50, problem.n_invariant)
+    assert torch.allclose(w[:, :2].norm(dim=1), x[:, :2].norm(dim=1))
+    with pytest.raises(ValueError, match="rotation-invariant"):
+        build_from_config(parse_hj_config({**_cfg(), "model": {"symmetry": "rotation"}}))
 
 
 # ---------------------------------------------------------------- solver
