@@ -1,12 +1,13 @@
 """Two-car game study: train (or load) one pursuit–evasion value network and diagnose its feedback play.
 
-    python benchmarks/hj_game_study.py TAG [--load] [iters=a,b,c] [round.KEY=v1,v2,...] [key=value ...]
+    python benchmarks/hj_game_study.py TAG [--load] [--ref FILE.npz] [iters=a,b,c] [round.KEY=v1,v2,...] [key=value ...]
 
 Trains ``configs/hj/pursuit_evasion.yaml`` with the overrides (as ``benchmarks/hj_study.py``), saves the
 state dict to ``/tmp/hj_game_TAG.pt`` (``--load``: skip training and load it), then prints, for the authors'
 start point: u(x₀), the evader's straight-flight lower bound on the game value there, the feedback play's
 outcome, and u and H(x, ∇u) along the play; plus the fraction of test states where u lies below that lower
-bound. Exploratory: not recorded in results/.
+bound; with ``--ref`` (a grid from ``benchmarks/hj_game_reference.py``) also the reference value V there, the
+mean-square and max |u − V| over test states, and V along the play. Exploratory: not recorded in results/.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 import time
 import warnings
 
+import numpy as np
 import torch
+from hj_game_reference import interpolate
 
 from orthojac.hj.config import build_from_config, load_hj_config, solve_config
 from orthojac.hj.control import trajectory, value_gradient
@@ -42,6 +45,11 @@ def main(argv: list[str]) -> None:
     tag, *rest = argv
     load = "--load" in rest
     rest = [o for o in rest if o != "--load"]
+    ref = None
+    if "--ref" in rest:
+        k = rest.index("--ref")
+        ref = dict(np.load(rest[k + 1]))
+        del rest[k:k + 2]
     iters, overrides, per_round = None, [], {}
     for o in rest:
         if o.startswith("iters="):
@@ -79,10 +87,21 @@ def main(argv: list[str]) -> None:
         u, lb = net(xt), lower_bound(problem, xt)
     print(f"test: mean u {u.mean():.3f}, mean LB {lb.mean():.3f}, P(u < LB - 0.5) {(u < lb - 0.5).float().mean():.3f},"
           f" mean (LB-u)+ {(lb - u).clamp(min=0).mean():.3f}")
+    def vref(x: torch.Tensor) -> torch.Tensor:
+        w = problem.invariant_features(x.double())
+        return torch.from_numpy(interpolate(ref, w[:, :2].numpy(), torch.atan2(w[:, 3], w[:, 2]).numpy()))
+
+    if ref is not None:
+        inner = xt[xt[:, :2].norm(dim=1) < problem.r_escape - 0.2]  # away from the grid's escape layer
+        v_in = vref(inner)
+        e = u[xt[:, :2].norm(dim=1) < problem.r_escape - 0.2].double() - v_in
+        print(f"vs reference: MSE {float((e * e).mean()):.3f}, mean |e| {float(e.abs().mean()):.3f}, "
+              f"mean e {float(e.mean()):+.3f}, max |e| {float(e.abs().max()):.2f}, mean V {float(v_in.mean()):.3f}")
     start = default_starts(problem)[0]
-    tr = trajectory(net, problem, start)
+    tr = trajectory(net, problem, start, t_max=30.0)
     x0 = torch.cat([start[3:5] - start[0:2], start[2:3], start[5:6]]).reshape(1, 4)
-    print(f"x0 {x0.tolist()}: u {float(net(x0).detach()):.3f}, LB {float(lower_bound(problem, x0)):.3f}; play time "
+    print(f"x0 {x0.tolist()}: u {float(net(x0).detach()):.3f}, LB {float(lower_bound(problem, x0)):.3f}, "
+          f"V_ref {float(vref(x0)) if ref is not None else float('nan'):.3f}; play time "
           f"{tr['time']:.2f} captured {tr['captured']} escaped {tr['escaped']}")
     pp, pe = tr["pursuer"], tr["evader"]
     xs = torch.cat([pe[:, :2] - pp[:, :2], pp[:, 2:3], pe[:, 2:3]], 1)
@@ -93,7 +112,8 @@ def main(argv: list[str]) -> None:
         print(f"  t {k * 0.01:5.2f} |z| {float(xs[k, :2].norm()):.2f} u {float(uu[k]):6.3f} "
               f"u+t {float(uu[k]) + k * 0.01:6.3f}"
               f" H {float(h[k]):6.3f} LB {float(lower_bound(problem, xs[k:k + 1])):.2f} "
-              f"uθP {float(gr[k, 2]):+.3f} uθE {float(gr[k, 3]):+.3f}")
+              f"uθP {float(gr[k, 2]):+.3f} uθE {float(gr[k, 3]):+.3f}"
+              + (f" V_ref {float(vref(xs[k:k + 1])):.2f}" if ref is not None else ""))
 
 
 if __name__ == "__main__":

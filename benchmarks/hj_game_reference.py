@@ -1,0 +1,100 @@
+"""A grid reference for the two-car game's value (notes P8), to judge the network's u (exploratory).
+
+    python benchmarks/hj_game_reference.py [--h 0.1] [--nphi 48] [--out /tmp/hj_game_reference.npz]
+
+The game is invariant under rotations of the plane (``TwoCarGame.invariant_features``), so its value is a
+function V(w, φ) of the evader's position w = R(−θ_P) z in the pursuer's frame and the relative heading
+φ = θ_E − θ_P. In those coordinates
+
+    ẇ = ω_P (w_y, −w_x) + σ_E s_E e(φ) − σ_P s_P (1, 0),     φ̇ = ω_E − ω_P,
+
+s ∈ {±1}, |ω_P| ≤ 1/ρ_P, |ω_E| ≤ 1/ρ_E. Semi-Lagrangian value iteration on a uniform (w_x, w_y, φ) grid,
+
+    V_{n+1}(x) = min_{s_P, ω_P} max_{s_E, ω_E} [ h + V_n(x + h f(x, a_P, a_E)) ],
+
+trilinear interpolation (periodic in φ), V = 0 on |w| ≤ r_capture, V = escape_value on |w| ≥ r_escape, from
+V_0 = 0: V_n is the value of the game stopped at time n·h, increasing to V. First order in h and the grid:
+a reference to a few tenths, not a closed form. Prints V at the authors' start point and saves the grid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+from scipy.ndimage import map_coordinates
+
+RHO, SIGMA, R_CAP, R_ESC, G_ESC = (0.8, 1.0), (1.0, 0.8), 0.2, 4.0, 10.0
+
+
+def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pad = max(2 * h, 0.5)  # feet of free nodes move ≤ h·(σ_P + σ_E) + O(h²) radially: never wrap around
+    ax = np.arange(-R_ESC - pad, R_ESC + pad + 1e-9, h)
+    phi = np.arange(nphi) * 2 * math.pi / nphi
+    a, b, f = np.meshgrid(ax, ax, phi, indexing="ij")
+    r = np.hypot(a, b)
+    cap, esc = r <= R_CAP + 1e-9, r >= R_ESC - 1e-9  # nodes on a circle (to rounding) belong to it
+    free = ~(cap | esc)
+    v = np.where(esc, G_ESC, 0.0)
+    pa, pb, pf = a[free], b[free], f[free]
+    ce, se_ = np.cos(pf), np.sin(pf)
+    # foot points for every control pair, as fractional grid indices (constant over the iterations)
+    feet = {}
+    for sp in (-1.0, 1.0):
+        for wp in (-1 / RHO[0], 0.0, 1 / RHO[0]):
+            for se in (-1.0, 1.0):
+                for we in (-1 / RHO[1], 0.0, 1 / RHO[1]):
+                    na = pa + h * (wp * pb + SIGMA[1] * se * ce - SIGMA[0] * sp)
+                    nb = pb + h * (-wp * pa + SIGMA[1] * se * se_)
+                    nf = pf + h * (we - wp)
+                    feet[(sp, wp, se, we)] = np.stack([(na - ax[0]) / h, (nb - ax[0]) / h,
+                                                       np.mod(nf, 2 * math.pi) * nphi / (2 * math.pi)])
+    pursuer = [(sp, wp) for sp in (-1.0, 1.0) for wp in (-1 / RHO[0], 0.0, 1 / RHO[0])]
+    evader = [(se, we) for se in (-1.0, 1.0) for we in (-1 / RHO[1], 0.0, 1 / RHO[1])]
+    t0 = time.process_time()
+    for it in range(max_iter):
+        best = None
+        for cp in pursuer:
+            worst = None
+            for ce_ in evader:
+                val = map_coordinates(v, feet[(*cp, *ce_)], order=1, mode="grid-wrap")
+                worst = val if worst is None else np.maximum(worst, val)
+            best = worst if best is None else np.minimum(best, worst)
+        new = v.copy()
+        new[free] = h + best
+        new[cap], new[esc] = 0.0, G_ESC
+        change = float(np.abs(new - v).max())
+        v = new
+        if it % 20 == 0:
+            print(f"iter {it} change {change:.2e} cpu {time.process_time() - t0:.0f}s", flush=True)
+        if change < tol:
+            break
+    return ax, phi, v
+
+
+def interpolate(ref: dict, w: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """V at pursuer-frame states (w (N, 2), φ (N,)) from a saved grid (trilinear, periodic in φ)."""
+    ax, nphi = ref["ax"], len(ref["phi"])
+    h = ax[1] - ax[0]
+    idx = np.stack([(w[:, 0] - ax[0]) / h, (w[:, 1] - ax[0]) / h, np.mod(phi, 2 * math.pi) * nphi / (2 * math.pi)])
+    return map_coordinates(ref["v"], idx, order=1, mode="grid-wrap")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--h", type=float, default=0.1, help="grid spacing in w and time step")
+    p.add_argument("--nphi", type=int, default=48, help="grid points in φ")
+    p.add_argument("--out", default="/tmp/hj_game_reference.npz")
+    a = p.parse_args()
+    ax, phi, v = solve(a.h, a.nphi)
+    np.savez(a.out, ax=ax, phi=phi, v=v, h=a.h)
+    ref = {"ax": ax, "phi": phi, "v": v}
+    # the authors' start: pursuer (0, 0.5, 0), evader (0, -1, π/2): w = (0, -1.5), φ = π/2
+    v0 = float(interpolate(ref, np.array([[0.0, -1.5]]), np.array([math.pi / 2]))[0])
+    print(f"h {a.h} nphi {a.nphi}: V(authors' start) = {v0:.3f}")
+
+
+if __name__ == "__main__":
+    main()
