@@ -12,9 +12,11 @@ s ∈ {±1}, |ω_P| ≤ 1/ρ_P, |ω_E| ≤ 1/ρ_E. Semi-Lagrangian value iterati
 
     V_{n+1}(x) = min_{s_P, ω_P} max_{s_E, ω_E} [ h + V_n(x + h f(x, a_P, a_E)) ],
 
-trilinear interpolation (periodic in φ), V = 0 on |w| ≤ r_capture, V = escape_value on |w| ≥ r_escape, from
-V_0 = 0: V_n is the value of the game stopped at time n·h, increasing to V. First order in h and the grid:
-a reference to a few tenths, not a closed form. Prints V at the authors' start point and saves the grid.
+trilinear interpolation (periodic in φ), V = 0 on |w| ≤ r_capture, V = escape_value on |w| ≥ r_escape (also
+for a foot point that lands there, instead of interpolating across the small capture disk), from V_0 = 0:
+V_n is the value of the game stopped at time n·h, increasing to V. First order in h and the grid: a
+reference whose accuracy is judged by refining h (docs/hj.md), not a closed form.
+Prints V at the authors' start point and saves the grid.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ RHO, SIGMA, R_CAP, R_ESC, G_ESC = (0.8, 1.0), (1.0, 0.8), 0.2, 4.0, 10.0
 
 
 def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    pad = max(2 * h, 0.5)  # feet of free nodes move ≤ h·(σ_P + σ_E) + O(h²) radially: never wrap around
+    pad = max(2 * h, 0.3)  # feet of free nodes move ≤ h·(σ_P + σ_E) + O(h²) radially: never wrap around
     ax = np.arange(-R_ESC - pad, R_ESC + pad + 1e-9, h)
     phi = np.arange(nphi) * 2 * math.pi / nphi
     a, b, f = np.meshgrid(ax, ax, phi, indexing="ij")
@@ -49,8 +51,10 @@ def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple
                     na = pa + h * (wp * pb + SIGMA[1] * se * ce - SIGMA[0] * sp)
                     nb = pb + h * (-wp * pa + SIGMA[1] * se * se_)
                     nf = pf + h * (we - wp)
-                    feet[(sp, wp, se, we)] = np.stack([(na - ax[0]) / h, (nb - ax[0]) / h,
-                                                       np.mod(nf, 2 * math.pi) * nphi / (2 * math.pi)])
+                    rf = np.hypot(na, nb)  # a foot point in the capture disk / beyond the escape circle ends
+                    feet[(sp, wp, se, we)] = (np.stack([(na - ax[0]) / h, (nb - ax[0]) / h,
+                                                        np.mod(nf, 2 * math.pi) * nphi / (2 * math.pi)]),
+                                              rf <= R_CAP, rf >= R_ESC)
     pursuer = [(sp, wp) for sp in (-1.0, 1.0) for wp in (-1 / RHO[0], 0.0, 1 / RHO[0])]
     evader = [(se, we) for se in (-1.0, 1.0) for we in (-1 / RHO[1], 0.0, 1 / RHO[1])]
     t0 = time.process_time()
@@ -59,7 +63,9 @@ def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple
         for cp in pursuer:
             worst = None
             for ce_ in evader:
-                val = map_coordinates(v, feet[(*cp, *ce_)], order=1, mode="grid-wrap")
+                idx, in_cap, in_esc = feet[(*cp, *ce_)]
+                val = map_coordinates(v, idx, order=1, mode="grid-wrap")
+                val[in_cap], val[in_esc] = 0.0, G_ESC
                 worst = val if worst is None else np.maximum(worst, val)
             best = worst if best is None else np.minimum(best, worst)
         new = v.copy()
