@@ -1,13 +1,16 @@
 """Two-car game study: train (or load) one pursuit–evasion value network and diagnose its feedback play.
 
-    python benchmarks/hj_game_study.py TAG [--load] [--ref FILE.npz] [iters=a,b,c] [round.KEY=v1,v2,...] [key=value ...]
+    python benchmarks/hj_game_study.py TAG [--load] [--ref FILE.npz] [--controls] [iters=a,b,c]
+        [round.KEY=v1,v2,...] [key=value ...]
 
 Trains ``configs/hj/pursuit_evasion.yaml`` with the overrides (as ``benchmarks/hj_study.py``), saves the
 state dict to ``/tmp/hj_game_TAG.pt`` (``--load``: skip training and load it), then prints, for the authors'
 start point: u(x₀), the evader's straight-flight lower bound on the game value there, the feedback play's
 outcome, and u and H(x, ∇u) along the play; plus the fraction of test states where u lies below that lower
 bound; with ``--ref`` (a grid from ``benchmarks/hj_game_reference.py``) also the reference value V there, the
-mean-square and max |u − V| over test states, and V along the play. Exploratory: not recorded in results/.
+mean-square and max |u − V| over test states, and V along the play; with ``--controls`` the play again with
+the controls computed from central differences of u (stencil δ = 0.05, 0.15, 0.3, as the scheme sees u)
+instead of autograd, and with dt = 0.002 instead of 0.01. Exploratory: not recorded in results/.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ def lower_bound(problem, x: torch.Tensor) -> torch.Tensor:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     tag, *rest = argv
-    load = "--load" in rest
-    rest = [o for o in rest if o != "--load"]
+    load, controls = "--load" in rest, "--controls" in rest
+    rest = [o for o in rest if o not in ("--load", "--controls")]
     ref = None
     if "--ref" in rest:
         k = rest.index("--ref")
@@ -103,6 +106,17 @@ def main(argv: list[str]) -> None:
     print(f"x0 {x0.tolist()}: u {float(net(x0).detach()):.3f}, LB {float(lower_bound(problem, x0)):.3f}, "
           f"V_ref {float(vref(x0)) if ref is not None else float('nan'):.3f}; play time "
           f"{tr['time']:.2f} captured {tr['captured']} escaped {tr['escaped']}")
+    if controls:
+        import orthojac.hj.control as C
+
+        autograd = C.value_gradient
+        for d in (None, 0.05, 0.15, 0.3):
+            C.value_gradient = autograd if d is None else fd_value_gradient(d)
+            for dt in (0.01, 0.002):
+                t2 = C.trajectory(net, problem, start, t_max=30.0, dt=dt)
+                print(f"controls from {'autograd' if d is None else f'central differences δ = {d}'}, dt {dt}: "
+                      f"time {t2['time']:.2f} captured {t2['captured']} escaped {t2['escaped']}")
+        C.value_gradient = autograd
     pp, pe = tr["pursuer"], tr["evader"]
     xs = torch.cat([pe[:, :2] - pp[:, :2], pp[:, 2:3], pe[:, 2:3]], 1)
     xs[:, 2:] = torch.remainder(xs[:, 2:], 2 * torch.pi)
@@ -114,6 +128,17 @@ def main(argv: list[str]) -> None:
               f" H {float(h[k]):6.3f} LB {float(lower_bound(problem, xs[k:k + 1])):.2f} "
               f"uθP {float(gr[k, 2]):+.3f} uθE {float(gr[k, 3]):+.3f}"
               + (f" V_ref {float(vref(xs[k:k + 1])):.2f}" if ref is not None else ""))
+
+
+def fd_value_gradient(delta: float):
+    """A drop-in for :func:`orthojac.hj.control.value_gradient` that returns central differences of u with
+    step ``delta`` in every coordinate instead of the autograd gradient."""
+    def grad(net, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = torch.eye(x.shape[1], dtype=x.dtype) * delta
+        with torch.no_grad():
+            v = net(torch.cat([x + e, x - e]))
+            return net(x), ((v[:x.shape[1]] - v[x.shape[1]:]) / (2 * delta)).reshape(1, -1)
+    return grad
 
 
 if __name__ == "__main__":
