@@ -55,7 +55,9 @@ def main(argv: list[str]) -> None:
         warnings.simplefilter("ignore")
         _, _, res = solve_config(cfg, progress=False)
     print(name, " ".join(rest), f"MSE {res.mse:.4g} max {res.max_err:.4g} cpu {res.cpu_seconds:.0f}s "
-          f"wall {res.seconds:.0f}s", "per round:", [f"{r.mse:.3g}/{r.max_err:.3g}" for r in res.rounds], flush=True)
+          f"wall {res.seconds:.0f}s", "per round (MSE/E∞/residual/boundary misfit/exact solution's residual):",
+          [f"{r.mse:.3g}/{r.max_err:.3g}/{r.residual:.3g}/{r.boundary:.3g}/{r.exact_residual:.3g}" for r in res.rounds],
+          flush=True)
 
 
 if __name__ == "__main__":

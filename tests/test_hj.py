@@ -308,6 +308,24 @@ def test_tiny_solve_decreases_loss_and_error():
         solve(p, net, [Round(0.5, 0.5, 60, 20, 2)], monotonicity="error", progress=False)
 
 
+def test_exact_residual_flags_the_high_dimensional_cube_rounds():
+    """The solver reports R_δ[u*]² of the closed form per round: small for the square at a fine stencil, large
+    for the d = 20 cube at the authors' first round (the LxF diffusion sums over 20 directions), nan without
+    a closed form."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MonotonicityWarning)
+        sq = solve(make_problem("eikonal_square"), build_ansatz(2, "mlp", [8], seed=0),
+                   [Round(0.05, 2.0, 2000, 10, 1)], eval_rounds=False, progress=False)
+        cube = solve(make_problem("eikonal_cube", dim=20), build_ansatz(20, "mlp", [8], seed=0),
+                     [Round(0.7, 2.5, 2000, 10, 1), Round(0.05, 0.5, 2000, 10, 1)], eval_rounds=False,
+                     progress=False)
+        car = solve(make_problem("reeds_shepp"), build_ansatz(3, "mlp", [8], periodic=(2,), seed=0),
+                    [Round(0.6, 2.5, 50, 10, 1)], eval_rounds=False, progress=False)
+    assert sq.rounds[0].exact_residual < 0.05
+    assert cube.rounds[0].exact_residual > 5.0 and cube.rounds[1].exact_residual < 0.05
+    assert math.isnan(car.rounds[0].exact_residual)
+
+
 def test_feedback_trajectory_time_matches_value():
     """Along ẋ = −∇u/|∇u| for u = R − |x| the time to the boundary equals u(x₀)."""
     p = make_problem("eikonal_ball", dim=3)

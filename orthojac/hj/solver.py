@@ -67,6 +67,9 @@ class RoundResult:
     residual: float      # mean-square scheme residual over those steps
     boundary: float      # mean-square boundary misfit over those steps
     lipschitz: float     # max_i |∂H/∂p_i| on the sampled range at the round's start (monotone iff α ≥ it)
+    # mean-square residual R_δ[u*] of the exact solution on the round's first sample (nan without one): when it
+    # is not small against ``residual``, the scheme's own solution at this (δ, α) is far from u*
+    exact_residual: float = float("nan")
     mse: float = float("nan")
     max_err: float = float("nan")
     seconds: float = 0.0
@@ -137,6 +140,16 @@ def _sampled_lipschitz(problem: Problem, rnd: Round, x: torch.Tensor, p: torch.T
                               context)
 
 
+@torch.no_grad()
+def _exact_residual(problem: Problem, rnd: Round, x: torch.Tensor) -> float:
+    """mean R_δ[u*]² of the closed-form solution u* at the sample x, in float64 (nan without one)."""
+    if not problem.has_exact:
+        return float("nan")
+    xd = x.detach().cpu().double()
+    r, _ = problem.residual(problem.exact, xd, rnd.delta, rnd.alpha, rnd.delta_t)
+    return float((r * r).mean())
+
+
 def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimizer: str = "sgd", lr: float = 0.02,
           momentum: float = 0.2, lam: float = 1.0, seed: int = 0, monotonicity: str = "warn",
           eval_points: int = 100_000, eval_rounds: bool = True, progress: bool = True,
@@ -168,12 +181,13 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
         tr = time.perf_counter()
         tail = max(1, rnd.iterations // 10)
         acc = torch.zeros(3, dtype=torch.float64)
-        lip = float("nan")
+        lip = exact_res = float("nan")
         for it in range(rnd.iterations):
             loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device)
             if it == 0:
                 lip = _sampled_lipschitz(problem, rnd, x, p, monotonicity,
                                          f"{problem.name} round {i} (δ = {rnd.delta:g})")
+                exact_res = _exact_residual(problem, rnd, x)
             if not torch.isfinite(loss):
                 out.stopped = f"non-finite loss in round {i}, step {it}"
                 break
@@ -189,7 +203,8 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
                 bar.set_postfix(round=i, loss=f"{loss.item():.2e}", refresh=False)
             bar.update(1)
         acc /= tail
-        rr = RoundResult(i, rnd.delta, rnd.alpha, rnd.iterations, *acc.tolist(), lipschitz=lip)
+        rr = RoundResult(i, rnd.delta, rnd.alpha, rnd.iterations, *acc.tolist(), lipschitz=lip,
+                         exact_residual=exact_res)
         if eval_rounds or i == len(rounds):
             net.eval()
             rr.mse, rr.max_err = evaluate(problem, net, eval_points, seed)
