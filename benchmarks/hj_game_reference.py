@@ -33,7 +33,8 @@ RHO, SIGMA, R_CAP, R_ESC, G_ESC = (0.8, 1.0), (1.0, 0.8), 0.2, 4.0, 10.0
 
 def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pad = max(2 * h, 0.3)  # feet of free nodes move ≤ h·(σ_P + σ_E) + O(h²) radially: never wrap around
-    ax = np.arange(-R_ESC - pad, R_ESC + pad + 1e-9, h)
+    m = math.ceil((R_ESC + pad) / h - 1e-9)
+    ax = h * np.arange(-m, m + 1)  # symmetric about 0, so V(w, φ) = V(−w, φ) can be checked node by node
     phi = np.arange(nphi) * 2 * math.pi / nphi
     a, b, f = np.meshgrid(ax, ax, phi, indexing="ij")
     r = np.hypot(a, b)
@@ -99,7 +100,12 @@ def main() -> None:
     ref = {"ax": ax, "phi": phi, "v": v}
     # the authors' start: pursuer (0, 0.5, 0), evader (0, -1, π/2): w = (0, -1.5), φ = π/2
     v0 = float(interpolate(ref, np.array([[0.0, -1.5]]), np.array([math.pi / 2]))[0])
-    print(f"h {a.h} nphi {a.nphi}: V(authors' start) = {v0:.3f}")
+    # the pursuer's and the evader's headings are defined up to π (both can reverse): V(w, φ) = V(w, φ + π) =
+    # V(−w, φ) exactly; and the tail chase (evader d ahead, same heading) is at least (d − r)/(σ_P − σ_E)
+    sym = max(float(np.abs(v - np.roll(v, a.nphi // 2, axis=2)).max()), float(np.abs(v - v[::-1, ::-1, :]).max()))
+    tail = [float(interpolate(ref, np.array([[d, 0.0]]), np.array([0.0]))[0]) for d in (0.5, 1.0, 1.5, 2.0)]
+    print(f"h {a.h} nphi {a.nphi}: V(authors' start) = {v0:.3f}; symmetry defect {sym:.1e}; tail chase at "
+          f"d = 0.5, 1, 1.5, 2: {', '.join(f'{t:.2f}' for t in tail)} (straight-flight bound 1.5, 4, 6.5, 9)")
 
 
 if __name__ == "__main__":

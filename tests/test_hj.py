@@ -412,7 +412,7 @@ def test_trajectory_dispatch_and_game_stops_at_capture():
 
 def test_game_play_runs_past_the_cars_t_max():
     """The game's plays run to 3 × escape_value = 30 by default, not the cars' 12: the game's value from the
-    authors' start is about 12 (grid reference), so a 12-unit limit would cut an optimal play. A tail chase
+    authors' start is ≈ 8–10 (grid reference), so a 12-unit limit could cut a near-optimal play. A tail chase
     from 2.8 ahead closes at σ_P − σ_E = 0.2 and captures after (2.8 − 0.2)/0.2 = 13."""
     p = make_problem("pursuit_evasion")
     start = torch.tensor([0.0, 0.0, math.pi / 2, 0.0, 2.8, math.pi / 2])
