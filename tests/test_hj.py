@@ -23,6 +23,7 @@ from orthojac.hj import (
     lax_friedrichs,
     make_problem,
     solve,
+    zero_mse,
 )
 from orthojac.hj import sampling as S
 from orthojac.hj.config import ConfigError, build_from_config, parse_hj_config
@@ -324,6 +325,32 @@ def test_exact_residual_flags_the_high_dimensional_cube_rounds():
     assert sq.rounds[0].exact_residual < 0.05
     assert cube.rounds[0].exact_residual > 5.0 and cube.rounds[1].exact_residual < 0.05
     assert math.isnan(car.rounds[0].exact_residual)
+
+
+@pytest.mark.parametrize("name,dim,radius", [("eikonal_cube", 20, 3.0), ("eikonal_cube", 8, 3.0),
+                                             ("eikonal_ball", 50, 6.0)])
+def test_zero_mse_is_the_mse_of_the_zero_function_and_matches_the_closed_form(name, dim, radius):
+    """mean u*² over evaluate's test points is what evaluate reports for u ≡ 0, and for volume-uniform points
+    in the d-ball / cube it is 2R²/((d + 1)(d + 2)) (up to sampling error; plus the origin's R²/n)."""
+    p = make_problem(name, dim)
+    z = zero_mse(p, 20_000)
+    zero_net = nn.Linear(dim, 1)
+    nn.init.zeros_(zero_net.weight)
+    nn.init.zeros_(zero_net.bias)
+    mse, _ = evaluate(p, _Squeeze(zero_net), 20_000)
+    assert mse == pytest.approx(z, rel=1e-5)
+    n = 20_000  # the origin (u* = R) is one of the n test points
+    assert z == pytest.approx((radius ** 2 + (n - 1) * 2 * radius ** 2 / ((dim + 1) * (dim + 2))) / n, rel=0.04)
+    assert math.isnan(zero_mse(make_problem("reeds_shepp"), 100))
+
+
+class _Squeeze(nn.Module):
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)
 
 
 def test_feedback_trajectory_time_matches_value():
