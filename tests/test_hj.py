@@ -26,7 +26,7 @@ from orthojac.hj import (
     zero_mse,
 )
 from orthojac.hj import sampling as S
-from orthojac.hj.config import ConfigError, parse_hj_config
+from orthojac.hj.config import ConfigError, build_from_config, parse_hj_config
 from orthojac.hj.control import (
     eikonal_trajectory,
     pursuit_evasion_controls,
@@ -261,6 +261,34 @@ def test_fourier_network_is_periodic_and_families_build():
         build_ansatz(2, "transformer")
 
 
+@pytest.mark.parametrize("name", ["reeds_shepp", "pursuit_evasion"])
+def test_rotation_invariant_ansatz_is_invariant_and_periodic(name):
+    """``model.symmetry: rotation``: rotating the plane by β (positions by R_β, every heading by +β) leaves
+    u unchanged, as it leaves the car problems unchanged; shifting any angle by 2π too. The features keep
+    the distance to the origin (|w| = |z|), so they lose nothing but the rotation."""
+    cfg = parse_hj_config({"problem": {"name": name}, "model": {"widths": [16, 16], "symmetry": "rotation"},
+                           "solver": {"rounds": [{"delta": 0.5, "alpha": 2.0, "points": 8, "boundary_points": 4,
+                                                  "iterations": 1}]}})
+    problem, net = build_from_config(cfg)
+    net = net.double()
+    g = _gen(5)
+    x = problem.sample_test(50, g).double()
+    beta = torch.rand(50, generator=g, dtype=D64) * 12 - 6
+    c, s = torch.cos(beta), torch.sin(beta)
+    rot = torch.cat([torch.stack([c * x[:, 0] - s * x[:, 1], s * x[:, 0] + c * x[:, 1]], 1),
+                     x[:, 2:] + beta[:, None]], 1)
+    wrapped = x.clone()
+    wrapped[:, 2:] += 2 * math.pi * torch.tensor([3.0, -2.0][:x.shape[1] - 2], dtype=D64)
+    u = net(x)
+    assert torch.allclose(net(rot), u, atol=1e-12) and torch.allclose(net(wrapped), u, atol=1e-12)
+    assert not torch.allclose(net(x[:, [1, 0, *range(2, x.shape[1])]]), u, atol=1e-3)  # not a constant net
+    w = problem.invariant_features(x)
+    assert w.shape == (50, problem.n_invariant)
+    assert torch.allclose(w[:, :2].norm(dim=1), x[:, :2].norm(dim=1))
+    with pytest.raises(ValueError, match="rotation-invariant"):
+        build_from_config(parse_hj_config({**_cfg(), "model": {"symmetry": "rotation"}}))
+
+
 # ---------------------------------------------------------------- solver
 def test_tiny_solve_decreases_loss_and_error():
     torch.manual_seed(0)
@@ -407,6 +435,17 @@ def test_trajectory_dispatch_and_game_stops_at_capture():
     tr = trajectory(_Radial(p.r_capture), p, start, dt=0.01)
     gap = 2.0 - p.r_capture
     assert tr["captured"] and abs(tr["time"] - gap / (p.hamiltonian.sigma[0] - p.hamiltonian.sigma[1])) < 0.05
+
+
+def test_game_play_runs_past_the_cars_t_max():
+    """The game's plays run to 3 × escape_value = 30 by default, not the cars' 12: the game's value from the
+    authors' start is ≈ 8–10 (grid reference), so a 12-unit limit could cut a near-optimal play. A tail chase
+    from 2.8 ahead closes at σ_P − σ_E = 0.2 and captures after (2.8 − 0.2)/0.2 = 13."""
+    p = make_problem("pursuit_evasion")
+    start = torch.tensor([0.0, 0.0, math.pi / 2, 0.0, 2.8, math.pi / 2])
+    tr = trajectory(_Radial(p.r_capture), p, start, dt=0.01)
+    assert tr["captured"] and abs(tr["time"] - 13.0) < 0.05
+    assert not trajectory(_Radial(p.r_capture), p, start, dt=0.01, t_max=12.0)["captured"]
 
 
 # ---------------------------------------------------------------- configs and CLI

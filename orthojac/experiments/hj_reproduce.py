@@ -15,8 +15,11 @@ lr decay`` (the authors' full step counts, the final round's rate decaying geome
 SGD, or Adam decaying to 1e-5 for the ball); the time-dependent problem (d = 2) with the authors' schedule;
 Reeds–Shepp and the two-car game with 600 steps per round and 300 points (``fewer steps``, the authors' SGD)
 and with Adam (Reeds–Shepp: the authors' rounds plus a fourth, monotone, low-viscosity round; the game: half
-the authors' steps). One thread per process; ``--jobs 2`` runs settings in two worker processes.
-``--full``: the authors' run counts and schedules (SGD) next to Adam, volume-uniform sampling for the ball,
+the authors' steps), and the game once more with the rotation-invariant ansatz (``model.symmetry=rotation``,
+Adam, the same four rounds, 3000 steps each). One thread per process; ``--jobs 2`` runs settings in two
+worker processes.
+``--full``: the authors' run counts and schedules (SGD) next to Adam, the game's rotation-invariant ansatz
+with 800 points and 6000 steps per round, volume-uniform sampling for the ball,
 the d = 5 annulus and d = 5 time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when
 available); ``--dims 20,50 --runs 1`` runs just those, once each. Filters: ``--only`` (config names),
 ``--dims``, ``--settings`` (setting-name substrings); each row is saved as soon as it is measured.
@@ -77,6 +80,12 @@ def _rounds(schedule: tuple[tuple[float, float, int], ...], iterations: int, lr_
 # cheaper and the feedback car drives out
 _RS_ROUNDS = _rounds(((0.75, 2.5, 800), (0.6, 2.5, 1000), (0.3, 2.5, 1200), (0.15, 1.0, 1200)), 2000)
 _PE_ROUNDS = _rounds(((0.7, 2.5, 600), (0.5, 2.0, 600), (0.3, 2.0, 600), (0.15, 1.8, 600)), 1500)
+# the game with the rotation-invariant ansatz (model.symmetry: rotation, networks.InvariantAnsatz): u = U(evader
+# in the pursuer's frame, relative heading), a [128,128,64] MLP of 4 features instead of 81 Fourier coefficients
+# of z; the same four rounds, twice the steps (quick) / the authors' 800 points and 6000 steps (full)
+_PE_ROT = ("model.symmetry=rotation", "model.widths=[128,128,64]", *ADAM)
+_PE_ROT_ROUNDS = _rounds(((0.7, 2.5, 600), (0.5, 2.0, 600), (0.3, 2.0, 600), (0.15, 1.8, 600)), 3000)
+_PE_ROT_FULL = _rounds(((0.7, 2.5, 800), (0.5, 2.0, 800), (0.3, 2.0, 800), (0.15, 1.8, 800)), 6000)
 QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
@@ -97,6 +106,7 @@ QUICK: tuple[Spec, ...] = (
     Spec("reeds_shepp", 1, (*ADAM, _RS_ROUNDS), setting="adam, low-viscosity 4th round"),
     Spec("pursuit_evasion", 1, iterations=(600, 600, 600), points=300, setting="fewer steps"),
     Spec("pursuit_evasion", 1, (*ADAM, _PE_ROUNDS), setting="adam, low-viscosity 4th round"),
+    Spec("pursuit_evasion", 1, (*_PE_ROT, _PE_ROT_ROUNDS), setting="rotation-invariant net, adam"),
 )
 
 # d = 20 and 50 (beyond the authors): the d = 8/10 configs' δ/α schedules, a [64,64,32] MLP, Adam with the
@@ -130,6 +140,7 @@ FULL: tuple[Spec, ...] = (
     Spec("time_dependent", 5, ("problem.dim=5", "model.widths=[60,50,40]"), setting="authors (d = 5)"),
     Spec("reeds_shepp", 1),
     Spec("pursuit_evasion", 1),
+    Spec("pursuit_evasion", 1, (*_PE_ROT, _PE_ROT_FULL), setting="rotation-invariant net, adam"),
     *HIGH_D,
 )
 
@@ -212,7 +223,8 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
     mx, mx_std = _stats(maxes)
     return {
         "problem": problem.name, "dim": cfg.dim,
-        "arch": arch_label(m.arch, m.widths, m.width, m.depth, m.policy, bool(problem.periodic), m.n_freq),
+        "arch": arch_label(m.arch, m.widths, m.width, m.depth, m.policy, bool(problem.periodic), m.n_freq,
+                           m.symmetry),
         "mse": _cell(mse), "max_err": _cell(mx), "seconds": round(statistics.mean(secs), 2), "runs": spec.runs,
         "mse_std": _cell(mse_std), "max_err_std": _cell(mx_std), "optimizer": f"{cfg.optim.name}(lr={cfg.optim.lr:g})",
         "sampling": sampling, "iterations": "+".join(str(r.iterations) for r in cfg.solver.rounds),
@@ -268,8 +280,8 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
              "for the car problems, `traj time / u(x₀)` compares the time the feedback trajectory from "
              "the authors' start point takes with the value the network predicts there, and how it ended: `reached` "
              "(the target), `captured`, `exited` (left through the outer circle, which the authors' problem charges "
-             "u = 4), `escaped`, or `t_max` (still going at t = 12). `s/run (wall)` was measured on a shared, "
-             "loaded machine; "
+             "u = 4), `escaped`, or `t_max` (still going at t = 12; the game: t = 30). `s/run (wall)` was "
+             "measured on a shared, loaded machine; "
              "`CPU s/run` is the process CPU time (one thread). Devices: "
              + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -56,6 +56,7 @@ class ModelSection(_Strict):
     depth: int = Field(4, ge=1)
     policy: Literal["init", "exact", "penalty"] = "init"
     n_freq: int = Field(4, ge=0)
+    symmetry: Literal["none", "rotation"] = "none"  # rotation: u = U(invariant features) (networks.InvariantAnsatz)
 
     @model_validator(mode="after")
     def _arch(self) -> ModelSection:
@@ -174,8 +175,12 @@ def build_from_config(cfg: HJConfig, run: int = 0):
 
     problem = make_problem(cfg.problem.name, cfg.problem.dim, **cfg.problem.options)
     m = cfg.model
+    if m.symmetry == "rotation" and not problem.n_invariant:
+        raise ValueError(f"model.symmetry = 'rotation' needs a rotation-invariant problem (reeds_shepp, "
+                         f"pursuit_evasion), got {problem.name!r}")
+    features = problem.invariant_features if m.symmetry == "rotation" else None
     net = build_ansatz(problem.in_dim, m.arch, m.widths, m.width, m.depth, m.policy, problem.periodic, m.n_freq,
-                       seed=cfg.seed + run)
+                       seed=cfg.seed + run, features=features, n_features=problem.n_invariant)
     return problem, net
 
 

@@ -115,11 +115,14 @@ def reeds_shepp_trajectory(net: nn.Module, problem: ReedsSheppCar, x0: torch.Ten
 
 
 def pursuit_evasion_trajectory(net: nn.Module, problem: TwoCarGame, pursuer: torch.Tensor, evader: torch.Tensor,
-                               dt: float = 0.01, t_max: float = 12.0) -> dict:
+                               dt: float = 0.01, t_max: float | None = None) -> dict:
     """Both cars follow their feedback strategies (:func:`pursuit_evasion_controls`); positions in absolute
     coordinates. ``pursuer`` and ``evader`` are (x, y, θ). Stops at capture (|z| ≤ r_capture), escape
-    (|z| ≥ r_escape) or t_max."""
+    (|z| ≥ r_escape) or t_max (default 3 × escape_value = 30: the game's value from the authors' start is
+    ≈ 8–10 by a grid reference, ``benchmarks/hj_game_reference.py``, so the cars' t_max = 12 could cut an
+    optimal play short)."""
     ham: PursuitEvasion = problem.hamiltonian  # type: ignore[assignment]
+    t_max = 3.0 * problem.escape_value if t_max is None else t_max
     xp, xe = pursuer.clone().float(), evader.clone().float()
 
     def state() -> torch.Tensor:

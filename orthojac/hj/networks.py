@@ -15,11 +15,16 @@ r"""Ansatz networks u_θ: R^{n_in} → R for the Hamilton–Jacobi solver.
       u(z, θ) = Σ_m c_m(z) φ_m(θ),  φ ∈ {1, cos kθ, sin kθ : 1 ≤ k ≤ K} per angle,
 
   so u is exactly 2π-periodic in every angle.
+* :class:`InvariantAnsatz` (``model.symmetry: rotation``) — for the car problems, whose solutions are
+  invariant under rotations of the plane: u(x) = U(w(x)) with a base network U of the problem's invariant
+  features w (:meth:`orthojac.hj.problems.Problem.invariant_features`; the game: the evader's position in
+  the pursuer's frame and the relative heading), so u is exactly periodic in the angles and exactly
+  invariant, and U has one input dimension less than u (no Fourier truncation of the angles either).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +32,7 @@ from torch import nn
 from ..models import create_model, family_names
 from ..nn import STABLE_ARCHS, create_dynamics
 
-__all__ = ["MLP", "ScalarOutput", "FourierPeriodic", "build_ansatz", "arch_label", "arch_names"]
+__all__ = ["MLP", "ScalarOutput", "FourierPeriodic", "InvariantAnsatz", "build_ansatz", "arch_label", "arch_names"]
 
 
 def arch_names() -> list[str]:
@@ -95,6 +100,18 @@ class FourierPeriodic(nn.Module):
         return (coeff * self.basis(x[:, self.angle_dims])).sum(-1)
 
 
+class InvariantAnsatz(nn.Module):
+    """u(x) = U(w(x)): ``features`` maps (N, n_in) → (N, k) invariant coordinates, ``base`` maps (N, k) →
+    (N, 1) (module docstring)."""
+
+    def __init__(self, base: nn.Module, features: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.base, self.features = base, features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(self.features(x)).squeeze(-1)
+
+
 def _body(arch: str, in_dim: int, out_dim: int, widths: Sequence[int], width: int, depth: int, policy: str,
           seed: int) -> nn.Module:
     if arch == "mlp":
@@ -109,11 +126,18 @@ def _body(arch: str, in_dim: int, out_dim: int, widths: Sequence[int], width: in
 
 
 def build_ansatz(in_dim: int, arch: str = "mlp", widths: Sequence[int] = (20,), width: int = 32, depth: int = 4,
-                 policy: str = "init", periodic: Sequence[int] = (), n_freq: int = 4, seed: int = 0) -> nn.Module:
+                 policy: str = "init", periodic: Sequence[int] = (), n_freq: int = 4, seed: int = 0,
+                 features: Callable[[torch.Tensor], torch.Tensor] | None = None, n_features: int = 0) -> nn.Module:
     """u_θ: (N, in_dim) → (N,). ``periodic``: angle coordinates (then a :class:`FourierPeriodic` network of
-    ``n_freq`` modes per angle around the chosen base). ``seed`` fixes the initialisation."""
+    ``n_freq`` modes per angle around the chosen base). ``features`` (with their number ``n_features``):
+    an :class:`InvariantAnsatz` around the chosen base instead (``periodic`` and ``n_freq`` are then unused:
+    the features carry the periodicity). ``seed`` fixes the initialisation."""
+    if features is not None and n_features < 1:
+        raise ValueError(f"an invariant ansatz needs n_features ≥ 1, got {n_features}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        if features is not None:
+            return InvariantAnsatz(_body(arch, n_features, 1, widths, width, depth, policy, seed), features)
         if periodic:
             space = [i for i in range(in_dim) if i not in set(periodic)]
             n_basis = (2 * n_freq + 1) ** len(periodic)
@@ -123,11 +147,13 @@ def build_ansatz(in_dim: int, arch: str = "mlp", widths: Sequence[int] = (20,), 
 
 
 def arch_label(arch: str, widths: Sequence[int] = (), width: int = 0, depth: int = 0, policy: str = "init",
-               periodic: bool = False, n_freq: int = 0) -> str:
+               periodic: bool = False, n_freq: int = 0, symmetry: str = "none") -> str:
     """The ``arch`` column: ``mlp[30,20,10]``, ``ortho_residual_relu(w32xL4)``, with ``+fourier{K}`` when
-    periodic."""
+    periodic, ``+rot-invariant`` with ``symmetry = "rotation"`` (:class:`InvariantAnsatz`)."""
     name = (f"mlp[{','.join(map(str, widths))}]" if arch == "mlp"
             else f"{arch}(w{width}xL{depth}{'' if policy == 'init' else ',' + policy})")
+    if symmetry == "rotation":
+        return name + "+rot-invariant"
     return name + (f"+fourier{n_freq}" if periodic else "")
 
 

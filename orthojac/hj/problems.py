@@ -68,6 +68,14 @@ class Problem:
     def stencil_dims(self) -> tuple[int, ...]:
         return tuple(i for i in range(self.in_dim) if i != self.time_dim)
 
+    #: number of rotation-invariant features (:meth:`invariant_features`); 0 when the problem has none
+    n_invariant = 0
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Coordinates of the state that the solution depends on alone, by a symmetry of the problem (the
+        car problems: rotations of the plane). Only problems with ``n_invariant > 0`` define them."""
+        raise ValueError(f"problem {self.name!r} has no rotation-invariant features (model.symmetry must be 'none')")
+
     def f(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(x[:, 0])
 
@@ -416,6 +424,13 @@ class ReedsSheppCar(Problem):
     name = "reeds_shepp"
     periodic = (2,)
     plot_labels = ("$x$", "$y$")
+    n_invariant = 2
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The target in the car's frame, ``w = R(−θ)(x, y)`` (N, 2): rotating the plane by β maps
+        (x, y, θ) to (R_β(x, y), θ + β) and leaves the dynamics, the two circles and so u unchanged, so
+        u(x, y, θ) = U(R(−θ)(x, y)) for a function U of two variables (2π-periodic in θ by construction)."""
+        return _rotate(x[:, :2], -x[:, 2])
 
     def __init__(self, dim: int = 3, rho: float = 1.0, r_target: float = 0.2, radius: float = 5.0,
                  outer_value: float = 4.0, target_fraction: float = 0.8, target_weight: float = 2.0,
@@ -462,6 +477,16 @@ class TwoCarGame(Problem):
     name = "pursuit_evasion"
     periodic = (2, 3)
     plot_labels = ("$z_x$", "$z_y$")
+    n_invariant = 4
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        r"""The game in the pursuer's frame: (w, cos φ, sin φ) (N, 4) with ``w = R(−θ_P) z`` and
+        ``φ = θ_E − θ_P``. Rotating the plane by β maps (z, θ_P, θ_E) to (R_β z, θ_P + β, θ_E + β) and leaves
+        the dynamics ż = σ_E s_E e(θ_E) − σ_P s_P e(θ_P) (e(θ + β) = R_β e(θ)), the capture and escape circles
+        and so the value unchanged: u(z, θ_P, θ_E) = U(R(−θ_P) z, θ_E − θ_P), a function of three variables,
+        2π-periodic in both angles by construction."""
+        phi = x[:, 3] - x[:, 2]
+        return torch.cat([_rotate(x[:, :2], -x[:, 2]), torch.cos(phi)[:, None], torch.sin(phi)[:, None]], 1)
 
     def __init__(self, dim: int = 4, rho: tuple[float, float] = (0.8, 1.0), sigma: tuple[float, float] = (1.0, 0.8),
                  r_capture: float = 0.2, r_escape: float = 4.0, escape_value: float = 10.0) -> None:
@@ -491,6 +516,12 @@ class TwoCarGame(Problem):
 
     def extent(self):
         return (-self.r_escape, self.r_escape)
+
+
+def _rotate(v: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """R(angle) v for rows v (N, 2) and angles (N,)."""
+    c, s = torch.cos(angle), torch.sin(angle)
+    return torch.stack([c * v[:, 0] - s * v[:, 1], s * v[:, 0] + c * v[:, 1]], 1)
 
 
 def sampling_names() -> tuple[str, ...]:
