@@ -563,3 +563,16 @@ def test_every_reproduce_spec_resolves(monkeypatch):
         if cfg.dim <= 10:
             problem, net = build_from_config(cfg)
             assert net(problem.sample_test(3, _gen())).shape == (3,)
+
+
+def test_reproduce_figure_names_are_unique_per_mode(monkeypatch):
+    """No two settings of a mode write the same figure file (each would overwrite the other's)."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.hj.config import load_hj_config
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for mode, specs in (("quick", R.QUICK), ("full", R.FULL)):
+        names = [R.figure_name(s, load_hj_config(Path("configs/hj") / f"{s.config}.yaml", s.overrides).dim, mode)
+                 for s in specs]
+        dup = {n for n in names if names.count(n) > 1}
+        assert not dup, f"{mode}: {sorted(dup)}"

@@ -53,6 +53,7 @@ class Spec:
     lr_end: float | None = None  # the final round's rate decays geometrically to this (None: constant)
     setting: str = "authors"
     authors: tuple[float, float] | None = None  # the authors' (MSE, E_∞) for this setting
+    tag: str = ""  # the figure file's setting part (default: the setting up to its first comma)
 
 
 ADAM = ("optim.name=adam", "optim.lr=0.001")
@@ -111,14 +112,18 @@ QUICK: tuple[Spec, ...] = (
 
 # d = 20 and 50 (beyond the authors): the d = 8/10 configs' δ/α schedules, a [64,64,32] MLP, Adam with the
 # final round's rate decaying to 1e-5, 16000 steps; the cube samples half shrunk-uniform, half sup-norm-radial
-# points (volume-uniform points almost never come near the centre in d ≥ 20)
+# points (volume-uniform points almost never come near the centre in d ≥ 20). The ball and annulus once more with
+# volume-uniform interior points: the test points are volume-uniform, and in d = 50 they lie within 6/51 of the
+# outer sphere on average, where radial sampling puts few points
 _HIGH = ("model.widths=[64,64,32]", *ADAM)
 HIGH_D: tuple[Spec, ...] = tuple(
     Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
-         setting=f"adam, lr decay, d = {d}")
+         setting=f"adam, lr decay{label}, d = {d}", tag="adam" + label.replace(", ", "-"))
     for d in (20, 50)
-    for c, extra in (("eikonal_cube8", ("problem.options.sampling=mixed",)), ("eikonal_ball10", ()),
-                     ("eikonal_annulus10", ())))
+    for c, extra, label in (("eikonal_cube8", ("problem.options.sampling=mixed",), ""), ("eikonal_ball10", (), ""),
+                            ("eikonal_annulus10", (), ""),
+                            ("eikonal_ball10", ("problem.options.sampling=uniform",), ", volume-uniform"),
+                            ("eikonal_annulus10", ("problem.options.sampling=uniform",), ", volume-uniform")))
 FULL: tuple[Spec, ...] = (
     Spec("eikonal_square", 10, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 10, ADAM, setting="adam"),
@@ -130,7 +135,7 @@ FULL: tuple[Spec, ...] = (
     Spec("eikonal_cube8", 5, ADAM, setting="adam"),
     Spec("eikonal_ball10", 5, authors=(0.009513, 0.604)),
     Spec("eikonal_ball10", 5, ("problem.options.sampling=uniform",), setting="authors, volume-uniform",
-         authors=(0.007021, 2.318)),
+         authors=(0.007021, 2.318), tag="authors-volume-uniform"),
     Spec("eikonal_ball10", 5, ADAM, setting="adam"),
     Spec("eikonal_annulus10", 5, ("problem.dim=5", "model.widths=[40,40,30]"), iterations=(3000, 5000, 8000, 12000),
          authors=(0.002166, 0.259)),
@@ -176,6 +181,11 @@ def _slug(text: str) -> str:
     return "-".join("".join(c if c.isalnum() or c == "_" else " " for c in text).split())
 
 
+def figure_name(spec: Spec, dim: int, mode: str) -> str:
+    """``hj_<config>_<dim>_<tag>_<mode>.png``; tag: ``spec.tag`` or the setting up to its first comma."""
+    return "hj_" + "_".join([spec.config, str(dim), _slug(spec.tag or spec.setting.split(",")[0]), mode]) + ".png"
+
+
 def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
     from ..hj import arch_label
     from ..hj.config import load_hj_config, solve_config
@@ -213,8 +223,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
             tv.append(tr["value"])
             ends.append(next((k for k in ("reached", "captured", "exited", "escaped") if tr.get(k)), "t_max"))
         if run == 0 and figures:
-            tag = "_".join([spec.config, str(cfg.dim), _slug(spec.setting.split(",")[0]), mode])
-            plot_solution(problem, net, Path(figures) / f"hj_{tag}.png",
+            plot_solution(problem, net, Path(figures) / figure_name(spec, cfg.dim, mode),
                           title=f"{problem.describe()}, {spec.setting}: MSE {res.mse:.3g}, E∞ {res.max_err:.3g}"
                           if problem.has_exact else f"{problem.describe()}, {spec.setting}")
     m = cfg.model
