@@ -607,3 +607,13 @@ def test_maxout_unit_is_the_max_over_its_pieces_and_represents_the_cube_solution
     assert arch_label("maxout", [8, 8], pieces=3) == "maxout3[8,8]"
     with pytest.raises(ValueError, match="pieces"):
         Maxout(d, 2, 1)
+
+
+def test_reproduce_jobs_default_to_one_worker_per_core_on_the_cpu(monkeypatch):
+    from orthojac.experiments import hj_reproduce as R
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert R.resolve_jobs(0, "cpu", 17) == 2 and R.resolve_jobs(0, "cpu", 1) == 1
+    assert R.resolve_jobs(0, "cuda", 17) == 1 and R.resolve_jobs(3, "cpu", 17) == 3
+    with pytest.raises(ValueError, match="jobs"):
+        R.resolve_jobs(-1, "cpu", 17)
