@@ -81,3 +81,22 @@ def test_hj_study_names_the_known_configs_on_a_bad_one() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hj_study.py"), "no_such_problem"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert out.returncode != 0 and "eikonal_square" in out.stderr and "no_such_problem" in out.stderr
+
+
+def test_hj_game_reference_is_symmetric_and_above_the_straight_flight_bound(tmp_path) -> None:
+    """The coarse grid reference of the two-car game runs, keeps the game's mirror symmetry and gives tail-chase
+    values at least the evader's straight-flight lower bound (both printed by the script)."""
+    pytest.importorskip("scipy")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hj_game_reference.py"), "--h", "0.5",
+                          "--nphi", "8", "--out", str(tmp_path / "ref.npz")],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    line = out.stdout.strip().splitlines()[-1]
+    m = re.search(r"symmetry defect ([0-9.e+-]+); tail chase at d = [^:]+: ([^(]+)\(straight-flight bound ([^)]+)\)",
+                  line)
+    assert m, line
+    assert float(m.group(1)) < 1e-9
+    values = [float(v) for v in m.group(2).split(",")]
+    bounds = [float(v) for v in m.group(3).split(",")]
+    assert len(values) == len(bounds) and all(v >= b for v, b in zip(values, bounds))
+    assert (tmp_path / "ref.npz").exists()
