@@ -16,7 +16,6 @@ from orthojac.hj import (
     QuadraticEikonal,
     ReedsShepp,
     Round,
-    arch_label,
     build_ansatz,
     check_monotonicity,
     evaluate,
@@ -577,36 +576,6 @@ def test_reproduce_figure_names_are_unique_per_mode(monkeypatch):
                  for s in specs]
         dup = {n for n in names if names.count(n) > 1}
         assert not dup, f"{mode}: {sorted(dup)}"
-
-
-def test_maxout_unit_is_the_max_over_its_pieces_and_represents_the_cube_solution():
-    """A Maxout unit with the 2d pieces ±e_i computes ‖x‖_∞, so 3 − (that) is the d-cube's value function;
-    the config accepts arch: maxout with pieces, and the row label names them."""
-    from orthojac.hj.networks import Maxout, MaxoutMLP
-
-    d = 6
-    unit = Maxout(d, 1, 2 * d)
-    with torch.no_grad():
-        unit.linear.weight.copy_(torch.cat([torch.eye(d), -torch.eye(d)]))
-        unit.linear.bias.zero_()
-    p = make_problem("eikonal_cube", dim=d)
-    x = p.sample_test(500, _gen())
-    torch.testing.assert_close(3.0 - unit(x).squeeze(1), p.exact(x))
-    net = MaxoutMLP(d, [5, 4], 1, pieces=3)
-    z = torch.randn(7, d)
-    h = net[0].linear(z).reshape(7, 5, 3).amax(-1)
-    torch.testing.assert_close(net[0](z), h)
-    cfg = parse_hj_config({"problem": {"name": "eikonal_cube", "dim": d},
-                           "model": {"arch": "maxout", "widths": [8, 8], "pieces": 3},
-                           "solver": {"rounds": [{"delta": 0.5, "alpha": 2.0, "points": 10, "boundary_points": 4,
-                                                  "iterations": 1}]}})
-    from orthojac.hj.config import build_from_config
-
-    _, ansatz = build_from_config(cfg)
-    assert ansatz(x[:4]).shape == (4,)
-    assert arch_label("maxout", [8, 8], pieces=3) == "maxout3[8,8]"
-    with pytest.raises(ValueError, match="pieces"):
-        Maxout(d, 2, 1)
 
 
 def test_reproduce_jobs_default_to_one_worker_per_core_on_the_cpu(monkeypatch):

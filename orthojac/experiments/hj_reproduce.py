@@ -231,7 +231,7 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
     return {
         "problem": problem.name, "dim": cfg.dim,
         "arch": arch_label(m.arch, m.widths, m.width, m.depth, m.policy, bool(problem.periodic), m.n_freq,
-                           m.symmetry, m.pieces),
+                           m.symmetry),
         "mse": _cell(mse), "max_err": _cell(mx), "seconds": round(statistics.mean(secs), 2), "runs": spec.runs,
         "mse_std": _cell(mse_std), "max_err_std": _cell(mx_std), "optimizer": f"{cfg.optim.name}(lr={cfg.optim.lr:g})",
         "sampling": sampling, "iterations": "+".join(str(r.iterations) for r in cfg.solver.rounds),

@@ -56,7 +56,6 @@ class ModelSection(_Strict):
     depth: int = Field(4, ge=1)
     policy: Literal["init", "exact", "penalty"] = "init"
     n_freq: int = Field(4, ge=0)
-    pieces: int = Field(4, ge=2)  # per unit, for arch = maxout
     symmetry: Literal["none", "rotation"] = "none"  # rotation: u = U(invariant features) (networks.InvariantAnsatz)
 
     @model_validator(mode="after")
@@ -65,7 +64,7 @@ class ModelSection(_Strict):
 
         if self.arch not in arch_names():
             raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(arch_names())}")
-        if self.arch in ("mlp", "maxout") and (not self.widths or min(self.widths) < 1):
+        if self.arch == "mlp" and (not self.widths or min(self.widths) < 1):
             raise ValueError(f"widths must be a non-empty list of positive integers, got {self.widths}")
         return self
 
@@ -181,7 +180,7 @@ def build_from_config(cfg: HJConfig, run: int = 0):
                          f"pursuit_evasion), got {problem.name!r}")
     features = problem.invariant_features if m.symmetry == "rotation" else None
     net = build_ansatz(problem.in_dim, m.arch, m.widths, m.width, m.depth, m.policy, problem.periodic, m.n_freq,
-                       seed=cfg.seed + run, features=features, n_features=problem.n_invariant, pieces=m.pieces)
+                       seed=cfg.seed + run, features=features, n_features=problem.n_invariant)
     return problem, net
 
 

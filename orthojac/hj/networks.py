@@ -37,7 +37,7 @@ __all__ = ["MLP", "ScalarOutput", "FourierPeriodic", "InvariantAnsatz", "build_a
 
 def arch_names() -> list[str]:
     """Every ``arch`` the solver accepts."""
-    return ["mlp", "maxout", *family_names(), *(f"stable_{k}" for k in STABLE_ARCHS)]
+    return ["mlp", *family_names(), *(f"stable_{k}" for k in STABLE_ARCHS)]
 
 
 class MLP(nn.Module):
@@ -57,37 +57,6 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-
-class Maxout(nn.Module):
-    """h_j = max_{1≤m≤k} (W_{jm} x + b_{jm}) (Goodfellow et al. 2013): one Linear(n_in → width·k), then the max
-    over each unit's k pieces."""
-
-    def __init__(self, in_dim: int, width: int, pieces: int) -> None:
-        super().__init__()
-        if pieces < 2:
-            raise ValueError(f"maxout needs pieces ≥ 2, got {pieces}")
-        self.width, self.pieces = width, pieces
-        self.linear = nn.Linear(in_dim, width * pieces)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x).unflatten(-1, (self.width, self.pieces)).amax(-1)
-
-
-class MaxoutMLP(nn.Sequential):
-    """[n_in, *widths, n_out] with :class:`Maxout` hidden layers of ``pieces`` pieces and a linear output: a
-    convex piecewise-affine function of its input per unit, so maxima of many affine pieces — the cube's
-    3 − max_i |x_i| is one of 2d pieces — take depth ~log_k(pieces), where a ReLU MLP needs great width."""
-
-    def __init__(self, in_dim: int, widths: Sequence[int], out_dim: int = 1, pieces: int = 4) -> None:
-        if not widths or min(widths) < 1:
-            raise ValueError(f"maxout widths must be a non-empty list of positive integers, got {list(widths)}")
-        layers: list[nn.Module] = []
-        prev = in_dim
-        for w in widths:
-            layers.append(Maxout(prev, w, pieces))
-            prev = w
-        super().__init__(*layers, nn.Linear(prev, out_dim))
 
 
 class ScalarOutput(nn.Module):
@@ -144,11 +113,9 @@ class InvariantAnsatz(nn.Module):
 
 
 def _body(arch: str, in_dim: int, out_dim: int, widths: Sequence[int], width: int, depth: int, policy: str,
-          seed: int, pieces: int = 4) -> nn.Module:
+          seed: int) -> nn.Module:
     if arch == "mlp":
         return MLP(in_dim, widths, out_dim)
-    if arch == "maxout":
-        return MaxoutMLP(in_dim, widths, out_dim, pieces)
     if arch.startswith("stable_") and arch[len("stable_"):] in STABLE_ARCHS:
         g = torch.Generator().manual_seed(seed)
         body = create_dynamics(arch[len("stable_"):], width, depth, 1.0, activation="relu", init="random", generator=g)
@@ -160,33 +127,30 @@ def _body(arch: str, in_dim: int, out_dim: int, widths: Sequence[int], width: in
 
 def build_ansatz(in_dim: int, arch: str = "mlp", widths: Sequence[int] = (20,), width: int = 32, depth: int = 4,
                  policy: str = "init", periodic: Sequence[int] = (), n_freq: int = 4, seed: int = 0,
-                 features: Callable[[torch.Tensor], torch.Tensor] | None = None, n_features: int = 0,
-                 pieces: int = 4) -> nn.Module:
+                 features: Callable[[torch.Tensor], torch.Tensor] | None = None, n_features: int = 0) -> nn.Module:
     """u_θ: (N, in_dim) → (N,). ``periodic``: angle coordinates (then a :class:`FourierPeriodic` network of
     ``n_freq`` modes per angle around the chosen base). ``features`` (with their number ``n_features``):
     an :class:`InvariantAnsatz` around the chosen base instead (``periodic`` and ``n_freq`` are then unused:
-    the features carry the periodicity). ``pieces``: per unit, for ``arch = "maxout"``. ``seed`` fixes the
-    initialisation."""
+    the features carry the periodicity). ``seed`` fixes the initialisation."""
     if features is not None and n_features < 1:
         raise ValueError(f"an invariant ansatz needs n_features ≥ 1, got {n_features}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if features is not None:
-            return InvariantAnsatz(_body(arch, n_features, 1, widths, width, depth, policy, seed, pieces), features)
+            return InvariantAnsatz(_body(arch, n_features, 1, widths, width, depth, policy, seed), features)
         if periodic:
             space = [i for i in range(in_dim) if i not in set(periodic)]
             n_basis = (2 * n_freq + 1) ** len(periodic)
-            base = _body(arch, len(space), n_basis, widths, width, depth, policy, seed, pieces)
+            base = _body(arch, len(space), n_basis, widths, width, depth, policy, seed)
             return FourierPeriodic(base, space, list(periodic), n_freq)
-        return ScalarOutput(_body(arch, in_dim, 1, widths, width, depth, policy, seed, pieces))
+        return ScalarOutput(_body(arch, in_dim, 1, widths, width, depth, policy, seed))
 
 
 def arch_label(arch: str, widths: Sequence[int] = (), width: int = 0, depth: int = 0, policy: str = "init",
-               periodic: bool = False, n_freq: int = 0, symmetry: str = "none", pieces: int = 4) -> str:
-    """The ``arch`` column: ``mlp[30,20,10]``, ``maxout4[64,64,32]``, ``ortho_residual_relu(w32xL4)``, with
-    ``+fourier{K}`` when periodic, ``+rot-invariant`` with ``symmetry = "rotation"`` (:class:`InvariantAnsatz`)."""
+               periodic: bool = False, n_freq: int = 0, symmetry: str = "none") -> str:
+    """The ``arch`` column: ``mlp[30,20,10]``, ``ortho_residual_relu(w32xL4)``, with ``+fourier{K}`` when
+    periodic, ``+rot-invariant`` with ``symmetry = "rotation"`` (:class:`InvariantAnsatz`)."""
     name = (f"mlp[{','.join(map(str, widths))}]" if arch == "mlp"
-            else f"maxout{pieces}[{','.join(map(str, widths))}]" if arch == "maxout"
             else f"{arch}(w{width}xL{depth}{'' if policy == 'init' else ',' + policy})")
     if symmetry == "rotation":
         return name + "+rot-invariant"
