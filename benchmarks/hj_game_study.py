@@ -22,8 +22,9 @@ import warnings
 import numpy as np
 import torch
 from hj_game_reference import interpolate
+from hj_study import study_config
 
-from orthojac.hj.config import build_from_config, load_hj_config, solve_config
+from orthojac.hj.config import build_from_config, solve_config
 from orthojac.hj.control import trajectory, value_gradient
 from orthojac.hj.plots import default_starts
 
@@ -53,24 +54,7 @@ def main(argv: list[str]) -> None:
         k = rest.index("--ref")
         ref = dict(np.load(rest[k + 1]))
         del rest[k:k + 2]
-    iters, overrides, per_round = None, [], {}
-    for o in rest:
-        if o.startswith("iters="):
-            iters = [int(v) for v in o[len("iters="):].split(",")]
-        elif o.startswith("round."):
-            k, v = o[len("round."):].split("=", 1)
-            per_round[k] = v.split(",")
-        else:
-            overrides.append(o)
-    cfg = load_hj_config("configs/hj/pursuit_evasion.yaml", overrides)
-    if iters:
-        for r, n in zip(cfg.solver.rounds, iters):
-            r.iterations = n
-    for k, vals in per_round.items():
-        del cfg.solver.rounds[len(vals):]
-        for r, v in zip(cfg.solver.rounds, vals):
-            if v:
-                setattr(r, k, int(v) if k in ("iterations", "points", "boundary_points") else float(v))
+    cfg = study_config("pursuit_evasion", rest)
     path = f"/tmp/hj_game_{tag}.pt"
     if load:
         problem, net = build_from_config(cfg, 0)

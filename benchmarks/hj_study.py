@@ -18,20 +18,17 @@ from pathlib import Path
 
 import torch
 
-from orthojac.hj.config import load_hj_config, solve_config
+from orthojac.hj.config import HJConfig, load_hj_config, solve_config
 
 
-def main(argv: list[str]) -> None:
-    if not argv or argv[0] in ("-h", "--help"):
-        raise SystemExit(__doc__)
-    name, *rest = argv
-    if not (Path("configs/hj") / f"{name}.yaml").exists():
-        known = sorted(p.stem for p in Path("configs/hj").glob("*.yaml"))
-        raise SystemExit(f"hj_study: no config configs/hj/{name}.yaml; choose one of {known}")
+def study_config(name: str, args: list[str]) -> HJConfig:
+    """configs/hj/NAME.yaml with the study's arguments applied: ``iters=a,b,…`` (per-round steps),
+    ``round.KEY=v1,v2,…`` (per-round fields; fewer values drop the remaining rounds, empty keeps the config's)
+    and the rest as ``--set`` overrides."""
     iters = None
     overrides = []
     per_round: dict[str, list[str]] = {}
-    for o in rest:
+    for o in args:
         if o.startswith("iters="):
             iters = [int(v) for v in o[len("iters="):].split(",")]
         elif o.startswith("round."):
@@ -50,6 +47,17 @@ def main(argv: list[str]) -> None:
         for r, v in zip(cfg.solver.rounds, vals):
             if v:
                 setattr(r, k, int(v) if k in ("iterations", "points", "boundary_points") else float(v))
+    return cfg
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help"):
+        raise SystemExit(__doc__)
+    name, *rest = argv
+    if not (Path("configs/hj") / f"{name}.yaml").exists():
+        known = sorted(p.stem for p in Path("configs/hj").glob("*.yaml"))
+        raise SystemExit(f"hj_study: no config configs/hj/{name}.yaml; choose one of {known}")
+    cfg = study_config(name, rest)
     cfg.eval.points = 200_000
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
