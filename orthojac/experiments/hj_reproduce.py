@@ -287,8 +287,8 @@ def write_markdown(csv_path: Path, md_path: Path) -> Path:
              "for the car problems, `traj time / u(x₀)` compares the time the feedback trajectory from "
              "the authors' start point takes with the value the network predicts there, and how it ended: `reached` "
              "(the target), `captured`, `exited` (left through the outer circle, which the authors' problem charges "
-             "u = 4), `escaped`, or `t_max` (still going at t = 12; the game: t = 30). `s/run (wall)` was "
-             "measured on a shared, loaded machine; "
+             "u = 4), `escaped`, or `t_max` (still going at t = 12; the game: t = 30). `s/run (wall)` "
+             "depends on the load: docs/hj.md says which runs had the machine to themselves; "
              "`CPU s/run` is the process CPU time (one thread). Devices: "
              + ", ".join(sorted({r['device'] for r in rows})) + ".", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
