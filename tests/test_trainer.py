@@ -293,13 +293,14 @@ def _check_ddp_equals_one_process(s1: dict[str, Any], one: Path, two: Path) -> N
 
 
 def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
-    """2 ranks (gloo, CPU; forked from this process, so torch is not imported again) give the 1-process result."""
+    """2 ranks (gloo, CPU; spawned: a fork of a pytest worker that other tests left with thread pools or held
+    locks hung the rendezvous once in CI) give the 1-process result."""
     import torch.multiprocessing as mp
 
     one, two = tmp_path / "one", tmp_path / "two"
-    s1 = Trainer(tiny_config(one, **DDP_OVERRIDES)).fit()  # first: the children inherit everything it imported
+    s1 = Trainer(tiny_config(one, **DDP_OVERRIDES)).fit()
     ctx = mp.start_processes(_ddp_worker, args=(2, _free_port(), tiny_config(two, **DDP_OVERRIDES)), nprocs=2,
-                             start_method="fork", join=False)
+                             start_method="spawn", join=False)
     deadline = time.monotonic() + 180  # a stuck rendezvous must fail the test, not hang the suite
     while not ctx.join(timeout=5):
         if time.monotonic() > deadline:
