@@ -235,8 +235,8 @@ def test_resume_after_sigkill_is_bit_exact(tmp_path: Path) -> None:
 
     full, killed = tmp_path / "full", tmp_path / "killed"
     cfg_killed = tiny_config(killed)
-    Trainer(tiny_config(tmp_path / "warm", train__epochs=1)).fit()  # imports done here are inherited by the child
-    child = multiprocessing.get_context("fork").Process(target=_train_and_get_killed, args=(cfg_killed,))
+    # spawned, not forked: a fork of a pytest worker that earlier tests left with thread pools or held locks can hang
+    child = multiprocessing.get_context("spawn").Process(target=_train_and_get_killed, args=(cfg_killed,))
     child.start()
     child.join(timeout=120)
     assert child.exitcode == -signal.SIGKILL
