@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import torch
-from hj_game_reference import interpolate
+from hj_game_reference import value_at
 
 from orthojac.hj.config import build_from_config, load_hj_config
 
@@ -34,9 +34,7 @@ def main(argv: list[str]) -> None:
     problem, net = build_from_config(cfg)
 
     def vref(x: torch.Tensor) -> torch.Tensor:
-        w = problem.invariant_features(x.double())
-        phi = torch.atan2(w[:, 3], w[:, 2])
-        return torch.from_numpy(interpolate(ref, w[:, :2].numpy(), phi.numpy())).float()
+        return value_at(ref, problem, x).float()
 
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(net.parameters(), 1e-3)

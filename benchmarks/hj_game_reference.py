@@ -26,7 +26,10 @@ import math
 import time
 
 import numpy as np
+import torch
 from scipy.ndimage import map_coordinates
+
+from orthojac.hj.problems import TwoCarGame
 
 RHO, SIGMA, R_CAP, R_ESC, G_ESC = (0.8, 1.0), (1.0, 0.8), 0.2, 4.0, 10.0
 
@@ -87,6 +90,15 @@ def interpolate(ref: dict, w: np.ndarray, phi: np.ndarray) -> np.ndarray:
     h = ax[1] - ax[0]
     idx = np.stack([(w[:, 0] - ax[0]) / h, (w[:, 1] - ax[0]) / h, np.mod(phi, 2 * math.pi) * nphi / (2 * math.pi)])
     return map_coordinates(ref["v"], idx, order=1, mode="grid-wrap")
+
+
+def value_at(ref: dict, problem: TwoCarGame, x: torch.Tensor) -> torch.Tensor:
+    """V at game states x (N, 4) of ``problem`` (a ``TwoCarGame``), through its pursuer-frame features
+    (w, cos φ, sin φ): :func:`interpolate` on float64 rows, returned as a float64 tensor."""
+    import torch
+
+    w = problem.invariant_features(x.double())
+    return torch.from_numpy(interpolate(ref, w[:, :2].numpy(), torch.atan2(w[:, 3], w[:, 2]).numpy()))
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 import torch
-from hj_game_reference import interpolate
+from hj_game_reference import value_at
 from hj_study import study_config
 
 from orthojac.hj.config import build_from_config, solve_config
@@ -75,8 +75,7 @@ def main(argv: list[str]) -> None:
     print(f"test: mean u {u.mean():.3f}, mean LB {lb.mean():.3f}, P(u < LB - 0.5) {(u < lb - 0.5).float().mean():.3f},"
           f" mean (LB-u)+ {(lb - u).clamp(min=0).mean():.3f}")
     def vref(x: torch.Tensor) -> torch.Tensor:
-        w = problem.invariant_features(x.double())
-        return torch.from_numpy(interpolate(ref, w[:, :2].numpy(), torch.atan2(w[:, 3], w[:, 2]).numpy()))
+        return value_at(ref, problem, x)
 
     if ref is not None:
         inner = xt[xt[:, :2].norm(dim=1) < problem.r_escape - 0.2]  # away from the grid's escape layer
