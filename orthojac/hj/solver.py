@@ -105,6 +105,11 @@ def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torc
     return res + lam * bnd, res, bnd, x, p
 
 
+def _test_points(problem: Problem, points: int, seed: int) -> torch.Tensor:
+    """The held-out test sample of run ``seed`` (its own generator, apart from the training samples)."""
+    return problem.sample_test(points, torch.Generator().manual_seed(10_000 + seed))
+
+
 @torch.no_grad()
 def evaluate(problem: Problem, net: nn.Module, points: int = 100_000, seed: int = 0,
              chunk: int = 65_536) -> tuple[float, float]:
@@ -112,8 +117,7 @@ def evaluate(problem: Problem, net: nn.Module, points: int = 100_000, seed: int 
     (the origin included), as the authors' ``error_test``. (nan, nan) without a closed-form solution."""
     if not problem.has_exact:
         return float("nan"), float("nan")
-    g = torch.Generator().manual_seed(10_000 + seed)
-    x = problem.sample_test(points, g)
+    x = _test_points(problem, points, seed)
     device = next(net.parameters()).device
     se, mx = 0.0, 0.0
     for xc in x.split(chunk):
@@ -132,8 +136,7 @@ def zero_mse(problem: Problem, points: int = 100_000, seed: int = 0) -> float:
     0.039 for the d = 20 cube and 0.0068 for d = 50, against 0.20 for d = 8 (plus the origin's R²/points)."""
     if not problem.has_exact:
         return float("nan")
-    g = torch.Generator().manual_seed(10_000 + seed)
-    u = problem.exact(problem.sample_test(points, g).double())
+    u = problem.exact(_test_points(problem, points, seed).double())
     return float((u * u).mean())
 
 
