@@ -81,13 +81,21 @@ def _rounds(schedule: tuple[tuple[float, float, int], ...], iterations: int, lr_
 # over-estimates the time to the target so much that leaving through the outer circle (charged u = 4) looks
 # cheaper and the feedback car drives out
 _RS_ROUNDS = _rounds(((0.75, 2.5, 800), (0.6, 2.5, 1000), (0.3, 2.5, 1200), (0.15, 1.0, 1200)), 2000)
-_PE_ROUNDS = _rounds(((0.7, 2.5, 600), (0.5, 2.0, 600), (0.3, 2.0, 600), (0.15, 1.8, 600)), 1500)
+_PE_DELTA_ALPHA = ((0.7, 2.5), (0.5, 2.0), (0.3, 2.0), (0.15, 1.8))
+
+
+def _pe_rounds(points: int, iterations: int) -> str:
+    """The game's four rounds (:data:`_PE_DELTA_ALPHA`) with ``points`` interior points and ``iterations`` steps."""
+    return _rounds(tuple((d, a, points) for d, a in _PE_DELTA_ALPHA), iterations)
+
+
+_PE_ROUNDS = _pe_rounds(600, 1500)
 # the game with the rotation-invariant ansatz (model.symmetry: rotation, networks.InvariantAnsatz): u = U(evader
 # in the pursuer's frame, relative heading), a [128,128,64] MLP of 4 features instead of 81 Fourier coefficients
 # of z; the same four rounds, twice the steps (quick) / the authors' 800 points and 6000 steps (full)
 _PE_ROT = ("model.symmetry=rotation", "model.widths=[128,128,64]", *ADAM)
-_PE_ROT_ROUNDS = _rounds(((0.7, 2.5, 600), (0.5, 2.0, 600), (0.3, 2.0, 600), (0.15, 1.8, 600)), 3000)
-_PE_ROT_FULL = _rounds(((0.7, 2.5, 800), (0.5, 2.0, 800), (0.3, 2.0, 800), (0.15, 1.8, 800)), 6000)
+_PE_ROT_ROUNDS = _pe_rounds(600, 3000)
+_PE_ROT_FULL = _pe_rounds(800, 6000)
 QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
