@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from orthojac.hj import (
+    Hamiltonian,
     MonotonicityWarning,
+    NormEikonal,
     QuadraticEikonal,
     ReedsShepp,
     Round,
@@ -168,6 +170,75 @@ def test_hamiltonian_p_derivatives_analytic():
     assert torch.allclose(rs[:, 0], x[:, 2].cos().abs()) and torch.allclose(rs[:, 2], torch.full((20,), 2.0, dtype=D64))
     with pytest.raises(ValueError, match="rho"):
         ReedsShepp(rho=0.0)
+
+
+# ---------------------------------------------------------------- local Lax–Friedrichs
+def test_local_lax_friedrichs_viscosity_is_the_capped_local_speed():
+    """1-D u = x²/2 under |p|² = 1: p^± = x ± δ/2, the second difference is δ/2, so the LLF residual is
+    ((x)² − 1) − min(α, 2 max|p^±|)·δ/2 — and LxF's is the same with α in place of the capped speed."""
+    prob = make_problem("eikonal_square", 2)
+    x = torch.tensor([[0.1, 0.0], [0.6, 0.0], [-0.9, 0.0]], dtype=D64)
+    delta = 0.2
+
+    def u(z):
+        return 0.5 * z[:, 0] ** 2
+
+    for alpha in (0.5, 2.5):
+        speed = (2 * torch.maximum((x[:, 0] + delta / 2).abs(), (x[:, 0] - delta / 2).abs())).clamp(max=alpha)
+        base = x[:, 0] ** 2 - 1.0
+        r_llf, p = fd_residual(u, x, prob.hamiltonian, prob.f, delta, alpha, (0, 1), scheme="llf")
+        r_lxf, _ = fd_residual(u, x, prob.hamiltonian, prob.f, delta, alpha, (0, 1), scheme="lxf")
+        assert torch.allclose(p[:, 0], x[:, 0])
+        assert torch.allclose(r_llf, base - speed * delta / 2)
+        assert torch.allclose(r_lxf, base - alpha * delta / 2)
+    # no viscosity, or an affine u (zero second differences): the two schemes agree
+    r0 = [fd_residual(u, x, prob.hamiltonian, prob.f, delta, 0.0, (0, 1), scheme=s)[0] for s in ("lxf", "llf")]
+    assert torch.equal(r0[0], r0[1])
+    with pytest.raises(ValueError, match="scheme"):
+        fd_residual(u, x, prob.hamiltonian, prob.f, delta, 1.0, (0, 1), scheme="godunov")
+
+
+@pytest.mark.parametrize("H", [QuadraticEikonal(0.5), QuadraticEikonal(lambda x: 1 + x[:, 0] ** 2),
+                               NormEikonal(2.0)])
+def test_closed_form_speeds_match_autograd_and_are_differentiable(H):
+    """The eikonals' closed-form |∂H/∂p_i| equal the base class's autograd ones, and carry gradients."""
+    x = torch.rand(7, 3, dtype=D64)
+    p = torch.randn(7, 3, dtype=D64, requires_grad=True)
+    fast = H.speeds(x, p)
+    slow = Hamiltonian.speeds(H, x, p)
+    assert torch.allclose(fast, slow)
+    assert torch.allclose(fast.detach(), H.p_derivatives(x, p))
+    (g_fast,) = torch.autograd.grad(fast.sum(), p)
+    (g_slow,) = torch.autograd.grad(slow.sum(), p)
+    assert torch.allclose(g_fast, g_slow) and g_fast.abs().sum() > 0
+
+
+def test_llf_is_less_diffusive_than_lxf_on_the_high_dimensional_exact_solutions():
+    """Mean R_δ[u*]² at the first round (δ = 0.7, α = 2.5): LLF never adds more viscosity than LxF, and in
+    d = 20 its residual on the exact annulus solution is several times smaller."""
+    prob = make_problem("eikonal_annulus", 20, sampling="radial")
+    x = prob.sample_interior(400, 0.7, _gen(3)).double()
+    res = {s: float(prob.residual(prob.exact, x, 0.7, 2.5, scheme=s)[0].pow(2).mean()) for s in ("lxf", "llf")}
+    assert res["llf"] < res["lxf"] / 3, res
+
+
+def test_solver_scheme_reaches_every_round_and_the_loss():
+    data = _cfg(solver={"scheme": "llf", "rounds": [
+        {"delta": 0.5, "alpha": 2.5, "points": 8, "boundary_points": 4, "iterations": 1},
+        {"delta": 0.2, "alpha": 1.0, "points": 8, "boundary_points": 4, "iterations": 1, "scheme": "lxf"}]})
+    cfg = parse_hj_config(data)
+    assert [r.scheme for r in cfg.rounds()] == ["llf", "lxf"]
+    with pytest.raises(ConfigError, match="solver.scheme"):
+        parse_hj_config(_cfg(solver={**data["solver"], "scheme": "upwind"}))
+    with pytest.raises(ValueError, match="scheme"):
+        Round(0.1, 1.0, 8, 4, 1, scheme="upwind")
+    problem, net = build_from_config(cfg)
+    losses = {}
+    for rnd in cfg.rounds():
+        for s in ("lxf", "llf"):
+            rnd.scheme = s
+            losses[s] = float(loss_terms(problem, net, rnd, 1.0, _gen(1))[1].detach())
+        assert losses["llf"] != losses["lxf"]
 
 
 # ---------------------------------------------------------------- sampling

@@ -9,13 +9,13 @@ and its monotonicity check) → ``solver`` (least-squares loss, re-sampling, δ/
 from .hamiltonians import Hamiltonian, NormEikonal, PursuitEvasion, QuadraticEikonal, ReedsShepp
 from .networks import MLP, FourierPeriodic, arch_label, build_ansatz
 from .problems import PROBLEMS, Problem, make_problem
-from .schemes import MonotonicityWarning, check_monotonicity, fd_residual, lax_friedrichs, stencil_values
+from .schemes import SCHEMES, MonotonicityWarning, check_monotonicity, fd_residual, lax_friedrichs, stencil_values
 from .solver import Round, RoundResult, SolveResult, evaluate, solve, zero_mse
 
 __all__ = [
     "Hamiltonian", "QuadraticEikonal", "NormEikonal", "ReedsShepp", "PursuitEvasion",
     "MLP", "FourierPeriodic", "build_ansatz", "arch_label",
     "PROBLEMS", "Problem", "make_problem",
-    "MonotonicityWarning", "check_monotonicity", "fd_residual", "lax_friedrichs", "stencil_values",
+    "MonotonicityWarning", "SCHEMES", "check_monotonicity", "fd_residual", "lax_friedrichs", "stencil_values",
     "Round", "RoundResult", "SolveResult", "evaluate", "solve", "zero_mse",
 ]

@@ -84,11 +84,14 @@ class RoundSection(_Strict):
     delta_t: float | None = Field(None, gt=0)
     lr: float | None = Field(None, gt=0)
     lr_end: float | None = Field(None, gt=0)
+    scheme: Literal["lxf", "llf"] | None = None  # default: solver.scheme
 
 
 class SolverSection(_Strict):
     lam: float = Field(1.0, ge=0)
     monotonicity: Literal["warn", "error", "off"] = "warn"
+    # lxf: the paper's global Lax–Friedrichs viscosity α; llf: local, min(α, |∂H/∂p_i|) (orthojac.hj.schemes)
+    scheme: Literal["lxf", "llf"] = "lxf"
     rounds: list[RoundSection] = Field(min_length=1)
 
 
@@ -136,7 +139,7 @@ class HJConfig(_Strict):
         return self.problem.dim or DEFAULT_DIMS[self.problem.name]
 
     def rounds(self) -> list[Round]:
-        return [Round(**r.model_dump()) for r in self.solver.rounds]
+        return [Round(**{**r.model_dump(), "scheme": r.scheme or self.solver.scheme}) for r in self.solver.rounds]
 
     @property
     def run_dir(self) -> Path:

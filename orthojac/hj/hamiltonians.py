@@ -42,6 +42,15 @@ class Hamiltonian:
             (grad,) = torch.autograd.grad(self(x.detach(), q).sum(), q)
         return grad.abs()
 
+    def speeds(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """``|∂H/∂p_i(x, p)|`` of shape (B, k), differentiable in p (the local Lax–Friedrichs viscosity of
+        :func:`orthojac.hj.schemes.lax_friedrichs`): autograd with ``create_graph`` here, in closed form in
+        the eikonal subclasses."""
+        if not (torch.is_grad_enabled() and p.requires_grad):
+            return self.p_derivatives(x, p)
+        (grad,) = torch.autograd.grad(self(x, p).sum(), p, create_graph=True)
+        return grad.abs()
+
 
 class QuadraticEikonal(Hamiltonian):
     r"""``H(x, p) = c(x)·|p|²`` (the authors' ``Eikonal_sq_LF_multiD``); with f = 1 it is the eikonal
@@ -56,6 +65,10 @@ class QuadraticEikonal(Hamiltonian):
         c = self.c(x) if callable(self.c) else self.c
         return c * (p * p).sum(-1)
 
+    def speeds(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        c = self.c(x) if callable(self.c) else self.c
+        return 2 * (c.unsqueeze(-1) if isinstance(c, torch.Tensor) else c) * p.abs()
+
 
 class NormEikonal(Hamiltonian):
     r"""``H(x, p) = c(x)·|p|``; ``|∂H/∂p_i| = c|p_i|/|p| ≤ c``."""
@@ -68,6 +81,11 @@ class NormEikonal(Hamiltonian):
     def __call__(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         c = self.c(x) if callable(self.c) else self.c
         return c * torch.sqrt((p * p).sum(-1) + 1e-30)
+
+    def speeds(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        c = self.c(x) if callable(self.c) else self.c
+        c = c.unsqueeze(-1) if isinstance(c, torch.Tensor) else c
+        return c * p.abs() / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-30)
 
 
 class ReedsShepp(Hamiltonian):

@@ -97,11 +97,11 @@ class Problem:
         return torch.ones(len(x), dtype=torch.bool)
 
     def residual(self, u, x: torch.Tensor, delta: float, alpha: float,
-                 delta_t: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Lax–Friedrichs residual R_δ[u] at the rows of x and the central differences p
-        (:func:`orthojac.hj.schemes.fd_residual`)."""
+                 delta_t: float | None = None, scheme: str = "lxf") -> tuple[torch.Tensor, torch.Tensor]:
+        """The (global or local, ``scheme``) Lax–Friedrichs residual R_δ[u] at the rows of x and the central
+        differences p (:func:`orthojac.hj.schemes.fd_residual`)."""
         return fd_residual(u, x, self.hamiltonian, self.f, delta, alpha, self.stencil_dims, beta=self.beta,
-                           periodic=self.periodic, time_dim=self.time_dim, delta_t=delta_t)
+                           periodic=self.periodic, time_dim=self.time_dim, delta_t=delta_t, scheme=scheme)
 
     def plot_slice(self, n: int) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
         """An n×n grid of the 2-D slice shown in plots (other coordinates at :meth:`slice_base`), as

@@ -8,7 +8,23 @@ For a stencil step δ_i in coordinate i and unit vectors e_i, at any point x (no
     Ĥ_δ[u](x)  = H(x, D^c u(x)) − α Σ_i A_i u(x)
 
 which is the textbook LxF numerical Hamiltonian ``H((p⁺ + p⁻)/2) − (α/2)Σ_i(p_i⁺ − p_i⁻)`` of the one-sided
-differences ``p_i^± = ±(u(x ± δ_i e_i) − u(x))/δ_i``. The scheme residual of a stationary problem is
+differences ``p_i^± = ±(u(x ± δ_i e_i) − u(x))/δ_i``.
+
+``scheme="llf"`` (local Lax–Friedrichs, Shu & Osher 1988; not in the paper, an orthojac option) replaces the
+one viscosity α by one per point and coordinate,
+
+    a_i(x) = min(α, max(|∂H/∂p_i(x, p⁺)|, |∂H/∂p_i(x, p⁻)|)),      Ĥ_δ[u](x) = H(x, D^c u) − Σ_i a_i A_i u,
+
+the local speed in direction i capped by the round's α (so it is never more diffusive than LxF; with the
+coefficients a_i frozen, the monotonicity condition below holds coordinate by coordinate wherever α is at
+least the local speed, which is the same check as for LxF). The global α
+must dominate the largest |∂H/∂p_i| anywhere, and LxF adds that much diffusion in *every* one of the d
+directions; for |∇u|² = 1 the speed 2|p_i| is about 2/√d in most directions (the ball) or 0 in all but one
+(the cube's faces), so in high dimension LLF's numerical diffusion is a fraction of LxF's: at δ = 0.7 the
+exact d = 50 annulus solution has mean R² 126 under LxF and 3.4 under LLF. The speeds are differentiated
+through (the loss is the residual of the scheme as written).
+
+The scheme residual of a stationary problem is
 
     R_δ[u](x) = Ĥ_δ[u](x) + β u(x) − f(x),
 
@@ -35,9 +51,11 @@ import torch
 
 from .hamiltonians import Hamiltonian
 
-__all__ = ["MonotonicityWarning", "stencil_values", "lax_friedrichs", "fd_residual", "check_monotonicity"]
+__all__ = ["SCHEMES", "MonotonicityWarning", "stencil_values", "lax_friedrichs", "fd_residual",
+           "check_monotonicity"]
 
 TWO_PI = 2.0 * math.pi
+SCHEMES = ("lxf", "llf")  # global and local Lax–Friedrichs viscosity (module docstring)
 
 
 class MonotonicityWarning(UserWarning):
@@ -81,28 +99,39 @@ def stencil_values(u: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, d
 
 
 def lax_friedrichs(hamiltonian: Hamiltonian, x: torch.Tensor, u0: torch.Tensor, up: torch.Tensor,
-                   dn: torch.Tensor, delta: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ĥ_δ[u](x) = H(x, D^c u) − α Σ_i A_i u and the central differences p = D^c u (module docstring)."""
+                   dn: torch.Tensor, delta: torch.Tensor, alpha: float, scheme: str = "lxf"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ĥ_δ[u](x) = H(x, D^c u) − Σ_i a_i A_i u with a_i = α (``"lxf"``) or the capped local speed (``"llf"``),
+    and the central differences p = D^c u (module docstring)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     p = (up - dn) / (2 * delta)
-    diffusion = ((up + dn - 2 * u0.unsqueeze(1)) / (2 * delta)).sum(1)
-    return hamiltonian(x, p) - alpha * diffusion, p
+    second = (up + dn - 2 * u0.unsqueeze(1)) / (2 * delta)
+    if scheme == "lxf":
+        return hamiltonian(x, p) - alpha * second.sum(1), p
+    c = u0.unsqueeze(1)
+    speed = torch.maximum(hamiltonian.speeds(x, (up - c) / delta), hamiltonian.speeds(x, (c - dn) / delta))
+    return hamiltonian(x, p) - (speed.clamp(max=alpha) * second).sum(1), p
 
 
 def fd_residual(u: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, hamiltonian: Hamiltonian,
                 f: Callable[[torch.Tensor], torch.Tensor], delta: float | Sequence[float], alpha: float,
                 dims: Sequence[int], *, beta: float = 0.0, periodic: Sequence[int] = (),
-                time_dim: int | None = None, delta_t: float | None = None
+                time_dim: int | None = None, delta_t: float | None = None, scheme: str = "lxf"
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """R_δ[u](x) of the module docstring at the rows of x, and p = D^c u (for the monotonicity check).
 
-    ``u`` maps (N, n_in) → (N,); ``dims`` are the coordinates with LxF stencils (all but time)."""
+    ``u`` maps (N, n_in) → (N,); ``dims`` are the coordinates with LxF stencils (all but time); ``scheme``:
+    ``"lxf"`` or ``"llf"``."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     if alpha < 0:
         raise ValueError(f"alpha must be ≥ 0, got {alpha}")
     if time_dim is not None and (delta_t is None or delta_t <= 0):
         raise ValueError(f"a time-dependent residual needs delta_t > 0, got {delta_t}")
     d = _as_deltas(delta, len(dims), x)
     u0, up, dn, ut = stencil_values(u, x, d, dims, periodic, time_dim, delta_t)
-    h, p = lax_friedrichs(hamiltonian, x, u0, up, dn, d, alpha)
+    h, p = lax_friedrichs(hamiltonian, x, u0, up, dn, d, alpha, scheme)
     r = h - f(x)
     if beta:
         r = r + beta * u0

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .problems import Problem
-from .schemes import check_monotonicity, stencil_values
+from .schemes import SCHEMES, check_monotonicity, stencil_values
 
 __all__ = ["Round", "RoundResult", "SolveResult", "solve", "evaluate", "loss_terms"]
 
@@ -43,8 +43,11 @@ class Round:
     delta_t: float | None = None
     lr: float | None = None
     lr_end: float | None = None
+    scheme: str = "lxf"  # "lxf" (the paper's) or "llf" (local viscosity, orthojac.hj.schemes)
 
     def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"round scheme must be one of {SCHEMES}, got {self.scheme!r}")
         if not self.delta > 0:
             raise ValueError(f"round delta must be > 0, got {self.delta}")
         if self.alpha < 0:
@@ -95,7 +98,7 @@ def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torc
     """(loss, mean R², mean boundary misfit, interior points, central differences p) for one fresh sample
     (drawn on the CPU by ``g``, so a seed gives the same points on every device, then moved to ``device``)."""
     x = problem.sample_interior(rnd.points, rnd.delta, g, rnd.delta_t).to(device)
-    r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t)
+    r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t, rnd.scheme)
     res = (r * r).mean()
     if rnd.boundary_points and lam:
         y, gv, w = (t.to(device) for t in problem.sample_boundary(rnd.boundary_points, g))
@@ -162,7 +165,7 @@ def _exact_residual(problem: Problem, rnd: Round, x: torch.Tensor) -> float:
     if not problem.has_exact:
         return float("nan")
     xd = x.detach().cpu().double()
-    r, _ = problem.residual(problem.exact, xd, rnd.delta, rnd.alpha, rnd.delta_t)
+    r, _ = problem.residual(problem.exact, xd, rnd.delta, rnd.alpha, rnd.delta_t, rnd.scheme)
     return float((r * r).mean())
 
 
