@@ -121,11 +121,13 @@ QUICK: tuple[Spec, ...] = (
 
 # d = 20 and 50 (beyond the authors): the d = 8/10 configs' δ/α schedules, a [64,64,32] MLP, Adam with the
 # final round's rate decaying to 1e-5, 16000 steps; the cube samples half shrunk-uniform, half sup-norm-radial
-# points (volume-uniform points almost never come near the centre in d ≥ 20)
+# points (volume-uniform points almost never come near the centre in d ≥ 20); each once with the paper's
+# global Lax–Friedrichs viscosity and once with the local one (solver.scheme=llf, orthojac.hj.schemes)
 _HIGH = ("model.widths=[64,64,32]", *ADAM)
 HIGH_D: tuple[Spec, ...] = tuple(
-    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
-         setting=f"adam, lr decay, d = {d}")
+    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra, *scheme), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
+         setting=f"adam, lr decay, {label}d = {d}", tag=tag)
+    for scheme, label, tag in (((), "", ""), (("solver.scheme=llf",), "local LxF, ", "adam-llf"))
     for d in (20, 50)
     for c, extra in (("eikonal_cube8", ("problem.options.sampling=mixed",)), ("eikonal_ball10", ()),
                      ("eikonal_annulus10", ())))
