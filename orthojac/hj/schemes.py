@@ -20,9 +20,9 @@ coefficients a_i frozen, the monotonicity condition below holds coordinate by co
 least the local speed, which is the same check as for LxF). The global α
 must dominate the largest |∂H/∂p_i| anywhere, and LxF adds that much diffusion in *every* one of the d
 directions; for |∇u|² = 1 the speed 2|p_i| is about 2/√d in most directions (the ball) or 0 in all but one
-(the cube's faces), so in high dimension LLF's numerical diffusion is a fraction of LxF's: at δ = 0.7 the
-exact d = 50 annulus solution has mean R² 126 under LxF and 3.4 under LLF. The speeds are differentiated
-through (the loss is the residual of the scheme as written).
+(the cube's faces), so in high dimension LLF's numerical diffusion is a fraction of LxF's: at δ = 0.7,
+α = 2.5 the exact d = 50 annulus solution has mean R² 126 under LxF and 3.4 under LLF (2000 radial points).
+The speeds are differentiated through (the loss is the residual of the scheme as written).
 
 The scheme residual of a stationary problem is
 
