@@ -585,6 +585,26 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert car["traj_end"] in ("reached", "exited", "t_max") and car["traj_time"] <= 12.01 and car["mse"] == ""
 
 
+def test_reproduce_spec_schemes_reach_the_rounds(monkeypatch):
+    """Spec.schemes sets each round's scheme (LxF in round 1, LLF after it) in the solved configuration."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.hj import config as hjc
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    seen, real = [], hjc.solve_config
+
+    def spy(cfg, *args, **kwargs):
+        seen.append([r.scheme for r in cfg.rounds()])
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(hjc, "solve_config", spy)
+    hybrid = ("lxf", "llf", "llf", "llf", "llf")
+    R.run_spec(R.Spec("eikonal_square", 1, iterations=(2,) * 5, schemes=hybrid), "test", "cpu", "", False)
+    assert seen == [list(hybrid)]
+    with pytest.raises(ValueError, match="schemes for 5 rounds"):
+        R.run_spec(R.Spec("eikonal_square", 1, schemes=("llf",)), "test", "cpu", "", False)
+
+
 def test_reproduce_spec_filters(monkeypatch):
     """--only, --dims and --runs select and cap the settings; bad values are refused."""
     from orthojac.experiments import hj_reproduce as R
@@ -631,6 +651,7 @@ def test_every_reproduce_spec_resolves(monkeypatch):
     for spec in (*R.QUICK, *R.FULL):
         cfg = load_hj_config(Path("configs/hj") / f"{spec.config}.yaml", [*spec.overrides, f"runs={spec.runs}"])
         assert spec.iterations is None or len(spec.iterations) == len(cfg.solver.rounds), spec
+        assert spec.schemes is None or len(spec.schemes) == len(cfg.solver.rounds), spec
         if cfg.dim <= 10:
             problem, net = build_from_config(cfg)
             assert net(problem.sample_test(3, _gen())).shape == (3,)

@@ -52,6 +52,7 @@ class Spec:
     iterations: tuple[int, ...] | None = None  # per-round steps (None: the config's)
     points: int | None = None  # interior points per step in every round (None: the config's)
     lr_end: float | None = None  # the final round's rate decays geometrically to this (None: constant)
+    schemes: tuple[str, ...] | None = None  # per-round scheme, lxf or llf (None: solver.scheme)
     setting: str = "authors"
     authors: tuple[float, float] | None = None  # the authors' (MSE, E_∞) for this setting
     tag: str = ""  # the figure file's setting part (default: the setting up to its first comma)
@@ -121,13 +122,16 @@ QUICK: tuple[Spec, ...] = (
 
 # d = 20 and 50 (beyond the authors): the d = 8/10 configs' δ/α schedules, a [64,64,32] MLP, Adam with the
 # final round's rate decaying to 1e-5, 16000 steps; the cube samples half shrunk-uniform, half sup-norm-radial
-# points (volume-uniform points almost never come near the centre in d ≥ 20); each once with the paper's
-# global Lax–Friedrichs viscosity and once with the local one (solver.scheme=llf, orthojac.hj.schemes)
+# points (volume-uniform points almost never come near the centre in d ≥ 20); each with the paper's global
+# Lax–Friedrichs viscosity in every round, with the local one (orthojac.hj.schemes) in every round, and with
+# the global one in round 1 and the local one after it (from a flat start LLF alone can select a
+# non-viscosity solution: docs/hj.md)
 _HIGH = ("model.widths=[64,64,32]", *ADAM)
 HIGH_D: tuple[Spec, ...] = tuple(
-    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra, *scheme), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
-         setting=f"adam, lr decay, {label}d = {d}", tag=tag)
-    for scheme, label, tag in (((), "", ""), (("solver.scheme=llf",), "local LxF, ", "adam-llf"))
+    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
+         schemes=schemes, setting=f"adam, lr decay, {label}d = {d}", tag=tag)
+    for schemes, label, tag in ((None, "", ""), (("llf",) * 4, "local LxF, ", "adam-llf"),
+                                (("lxf", "llf", "llf", "llf"), "LxF then local LxF, ", "adam-lxf-llf"))
     for d in (20, 50)
     for c, extra in (("eikonal_cube8", ("problem.options.sampling=mixed",)), ("eikonal_ball10", ()),
                      ("eikonal_annulus10", ())))
@@ -214,6 +218,11 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
             r.points = spec.points
     if spec.lr_end is not None:
         cfg.solver.rounds[-1].lr_end = spec.lr_end
+    if spec.schemes is not None:
+        if len(spec.schemes) != len(cfg.solver.rounds):
+            raise ValueError(f"{spec.config}: {len(spec.schemes)} schemes for {len(cfg.solver.rounds)} rounds")
+        for r, scheme in zip(cfg.solver.rounds, spec.schemes):
+            r.scheme = scheme
     mses, maxes, secs, cpus, resid, tt, tv, ends = [], [], [], [], [], [], [], []
     problem = net = None
     for run in range(spec.runs):
