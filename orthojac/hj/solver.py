@@ -33,7 +33,9 @@ class Round:
     """One continuation round: stencil δ, viscosity α, interior/boundary points per step, steps; δ_t for
     time-dependent problems; an optional learning rate for this round (else the solver's) and an optional
     ``lr_end``: the rate then decays geometrically, lr_k = lr·(lr_end/lr)^{k/(n−1)} at step k of n, so the
-    round ends on a small step and the SGD noise floor of the re-sampled loss drops with it."""
+    round ends on a small step and the SGD noise floor of the re-sampled loss drops with it. ``scheme``: the
+    paper's global Lax–Friedrichs viscosity (``"lxf"``) or the local one (``"llf"``, :mod:`orthojac.hj.schemes`;
+    use it after an ``"lxf"`` round — from a flat start it can select a non-viscosity solution)."""
 
     delta: float
     alpha: float
