@@ -52,6 +52,12 @@ class Hamiltonian:
         return grad.abs()
 
 
+def _coefficient(c: float | Field, x: torch.Tensor, column: bool = False) -> float | torch.Tensor:
+    """c(x) for a callable c, else c; ``column``: a tensor as (B, 1), to scale per-coordinate speeds (B, k)."""
+    v = c(x) if callable(c) else c
+    return v.unsqueeze(-1) if column and isinstance(v, torch.Tensor) else v
+
+
 class QuadraticEikonal(Hamiltonian):
     r"""``H(x, p) = c(x)·|p|²`` (the authors' ``Eikonal_sq_LF_multiD``); with f = 1 it is the eikonal
     equation ``|∇u|² = 1``. ``|∂H/∂p_i| = 2c|p_i|``, so for |∇u| = 1 monotonicity needs α ≥ 2·max c."""
@@ -62,12 +68,10 @@ class QuadraticEikonal(Hamiltonian):
         self.c = c
 
     def __call__(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        c = self.c(x) if callable(self.c) else self.c
-        return c * (p * p).sum(-1)
+        return _coefficient(self.c, x) * (p * p).sum(-1)
 
     def speeds(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        c = self.c(x) if callable(self.c) else self.c
-        return 2 * (c.unsqueeze(-1) if isinstance(c, torch.Tensor) else c) * p.abs()
+        return 2 * _coefficient(self.c, x, column=True) * p.abs()
 
 
 class NormEikonal(Hamiltonian):
@@ -79,13 +83,10 @@ class NormEikonal(Hamiltonian):
         self.c = c
 
     def __call__(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        c = self.c(x) if callable(self.c) else self.c
-        return c * torch.sqrt((p * p).sum(-1) + 1e-30)
+        return _coefficient(self.c, x) * torch.sqrt((p * p).sum(-1) + 1e-30)
 
     def speeds(self, x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        c = self.c(x) if callable(self.c) else self.c
-        c = c.unsqueeze(-1) if isinstance(c, torch.Tensor) else c
-        return c * p.abs() / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-30)
+        return _coefficient(self.c, x, column=True) * p.abs() / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-30)
 
 
 class ReedsShepp(Hamiltonian):

@@ -122,9 +122,7 @@ def fd_residual(u: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, hami
     """R_δ[u](x) of the module docstring at the rows of x, and p = D^c u (for the monotonicity check).
 
     ``u`` maps (N, n_in) → (N,); ``dims`` are the coordinates with LxF stencils (all but time); ``scheme``:
-    ``"lxf"`` or ``"llf"``."""
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    ``"lxf"`` or ``"llf"`` (checked by :func:`lax_friedrichs`)."""
     if alpha < 0:
         raise ValueError(f"alpha must be ≥ 0, got {alpha}")
     if time_dim is not None and (delta_t is None or delta_t <= 0):
