@@ -36,6 +36,10 @@ import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..hj.config import HJConfig
 
 COLUMNS = ["problem", "dim", "arch", "mse", "max_err", "seconds", "runs", "mse_std", "max_err_std", "optimizer",
            "sampling", "iterations", "lr_end", "cpu_seconds", "residual", "authors_mse", "authors_max_err", "traj_time",
@@ -198,6 +202,16 @@ def figure_name(spec: Spec, dim: int, mode: str) -> str:
     return "hj_" + "_".join([spec.config, str(dim), _slug(spec.tag or spec.setting.split(",")[0]), mode]) + ".png"
 
 
+def _per_round(cfg: HJConfig, spec: Spec, field: str, values: tuple | None, what: str) -> None:
+    """Set ``field`` of every round of ``cfg`` from ``values`` (one per round; None: keep the config's)."""
+    if values is None:
+        return
+    if len(values) != len(cfg.solver.rounds):
+        raise ValueError(f"{spec.config}: {len(values)} {what} for {len(cfg.solver.rounds)} rounds")
+    for r, v in zip(cfg.solver.rounds, values):
+        setattr(r, field, v)
+
+
 def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -> dict:
     from ..hj import arch_label
     from ..hj.config import load_hj_config, solve_config
@@ -207,22 +221,13 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
 
     cfg = load_hj_config(Path("configs/hj") / f"{spec.config}.yaml", [*spec.overrides, f"runs={spec.runs}",
                                                                       f"device={device}"])
-    if spec.iterations is not None:
-        if len(spec.iterations) != len(cfg.solver.rounds):
-            raise ValueError(f"{spec.config}: {len(spec.iterations)} iteration counts for "
-                             f"{len(cfg.solver.rounds)} rounds")
-        for r, n in zip(cfg.solver.rounds, spec.iterations):
-            r.iterations = n
+    _per_round(cfg, spec, "iterations", spec.iterations, "iteration counts")
+    _per_round(cfg, spec, "scheme", spec.schemes, "schemes")
     if spec.points is not None:
         for r in cfg.solver.rounds:
             r.points = spec.points
     if spec.lr_end is not None:
         cfg.solver.rounds[-1].lr_end = spec.lr_end
-    if spec.schemes is not None:
-        if len(spec.schemes) != len(cfg.solver.rounds):
-            raise ValueError(f"{spec.config}: {len(spec.schemes)} schemes for {len(cfg.solver.rounds)} rounds")
-        for r, scheme in zip(cfg.solver.rounds, spec.schemes):
-            r.scheme = scheme
     mses, maxes, secs, cpus, resid, tt, tv, ends = [], [], [], [], [], [], [], []
     problem = net = None
     for run in range(spec.runs):
