@@ -34,6 +34,12 @@ from orthojac.hj.problems import TwoCarGame
 RHO, SIGMA, R_CAP, R_ESC, G_ESC = (0.8, 1.0), (1.0, 0.8), 0.2, 4.0, 10.0
 
 
+def _grid_index(ax: np.ndarray, nphi: int, wx: np.ndarray, wy: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Fractional (w_x, w_y, φ) grid indices of states, φ wrapped into [0, 2π), for ``map_coordinates``."""
+    h = ax[1] - ax[0]
+    return np.stack([(wx - ax[0]) / h, (wy - ax[0]) / h, np.mod(phi, 2 * math.pi) * nphi / (2 * math.pi)])
+
+
 def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pad = max(2 * h, 0.3)  # feet of free nodes move ≤ h·(σ_P + σ_E) + O(h²) radially: never wrap around
     m = math.ceil((R_ESC + pad) / h - 1e-9)
@@ -56,9 +62,7 @@ def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple
                     nb = pb + h * (-wp * pa + SIGMA[1] * se * se_)
                     nf = pf + h * (we - wp)
                     rf = np.hypot(na, nb)  # a foot point in the capture disk / beyond the escape circle ends
-                    feet[(sp, wp, se, we)] = (np.stack([(na - ax[0]) / h, (nb - ax[0]) / h,
-                                                        np.mod(nf, 2 * math.pi) * nphi / (2 * math.pi)]),
-                                              rf <= R_CAP, rf >= R_ESC)
+                    feet[(sp, wp, se, we)] = (_grid_index(ax, nphi, na, nb, nf), rf <= R_CAP, rf >= R_ESC)
     pursuer = [(sp, wp) for sp in (-1.0, 1.0) for wp in (-1 / RHO[0], 0.0, 1 / RHO[0])]
     evader = [(se, we) for se in (-1.0, 1.0) for we in (-1 / RHO[1], 0.0, 1 / RHO[1])]
     t0 = time.process_time()
@@ -86,17 +90,13 @@ def solve(h: float, nphi: int, tol: float = 1e-4, max_iter: int = 2000) -> tuple
 
 def interpolate(ref: dict, w: np.ndarray, phi: np.ndarray) -> np.ndarray:
     """V at pursuer-frame states (w (N, 2), φ (N,)) from a saved grid (trilinear, periodic in φ)."""
-    ax, nphi = ref["ax"], len(ref["phi"])
-    h = ax[1] - ax[0]
-    idx = np.stack([(w[:, 0] - ax[0]) / h, (w[:, 1] - ax[0]) / h, np.mod(phi, 2 * math.pi) * nphi / (2 * math.pi)])
+    idx = _grid_index(ref["ax"], len(ref["phi"]), w[:, 0], w[:, 1], phi)
     return map_coordinates(ref["v"], idx, order=1, mode="grid-wrap")
 
 
 def value_at(ref: dict, problem: TwoCarGame, x: torch.Tensor) -> torch.Tensor:
     """V at game states x (N, 4) of ``problem`` (a ``TwoCarGame``), through its pursuer-frame features
     (w, cos φ, sin φ): :func:`interpolate` on float64 rows, returned as a float64 tensor."""
-    import torch
-
     w = problem.invariant_features(x.double())
     return torch.from_numpy(interpolate(ref, w[:, :2].numpy(), torch.atan2(w[:, 3], w[:, 2]).numpy()))
 

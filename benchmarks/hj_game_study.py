@@ -78,9 +78,9 @@ def main(argv: list[str]) -> None:
         return value_at(ref, problem, x)
 
     if ref is not None:
-        inner = xt[xt[:, :2].norm(dim=1) < problem.r_escape - 0.2]  # away from the grid's escape layer
-        v_in = vref(inner)
-        e = u[xt[:, :2].norm(dim=1) < problem.r_escape - 0.2].double() - v_in
+        inner = xt[:, :2].norm(dim=1) < problem.r_escape - 0.2  # away from the grid's escape layer
+        v_in = vref(xt[inner])
+        e = u[inner].double() - v_in
         print(f"vs reference: MSE {float((e * e).mean()):.3f}, mean |e| {float(e.abs().mean()):.3f}, "
               f"mean e {float(e.mean()):+.3f}, max |e| {float(e.abs().max()):.2f}, mean V {float(v_in.mean()):.3f}")
     start = default_starts(problem)[0]

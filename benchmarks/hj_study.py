@@ -20,6 +20,8 @@ import torch
 
 from orthojac.hj.config import HJConfig, load_hj_config, solve_config
 
+_ROUND_FIELDS = {"iterations": int, "points": int, "boundary_points": int, "scheme": str}  # the rest are floats
+
 
 def study_config(name: str, args: list[str]) -> HJConfig:
     """configs/hj/NAME.yaml with the study's arguments applied: ``iters=a,b,…`` (per-round steps),
@@ -48,9 +50,6 @@ def study_config(name: str, args: list[str]) -> HJConfig:
             if v:
                 setattr(r, k, _ROUND_FIELDS.get(k, float)(v))
     return cfg
-
-
-_ROUND_FIELDS = {"iterations": int, "points": int, "boundary_points": int, "scheme": str}  # the rest are floats
 
 
 def main(argv: list[str]) -> None:
