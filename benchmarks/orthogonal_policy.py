@@ -7,9 +7,10 @@ Newton–Schulz polar retraction after every step); ``exact_qr`` (the same with 
 (retraction every 4th step: near-exact in between, see the max error column); PyTorch's
 ``parametrizations.orthogonal`` with ``cayley``, ``matrix_exp``, ``householder``; ``geotorch`` when installed;
 ``floor``: the ``init`` step followed by the least work any exact retraction of a full-rank update must do in
-the weights' dtype: one batched Gram product G = WᵀW and one batched product W·G over all layers (results
-thrown away, no iterations, no copies). A step cannot cost less under ``exact``: if ``floor`` is above a
-target ratio, no exact method that reads and corrects the Gram matrix reaches it on that machine.
+the weights' dtype: one batched Gram product G = WᵀW and one batched product W·G over all layers (into
+buffers allocated once, results thrown away, no iterations, no copies). A step cannot cost less under ``exact``:
+if ``floor`` is above a target ratio, no exact method that reads and corrects the Gram matrix reaches it on that
+machine.
 Networks: ``tanh`` (x ↦ tanh(Wx + b), W orthogonal) and ``residual`` (orthojac's OrthoResidual, W used twice).
 ``max_orth_err`` is the largest ‖WᵀW − I‖₂ over all layers, measured (float64) after every step taken.
 """
@@ -90,9 +91,10 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
     worst = dict.fromkeys(names, 0.0)
 
     period = {v: (VARIANTS[v][2] or {}).get("every", 1) for v in names}
-    stacked = {}  # floor: the body's weights as one batch, allocated once (a retraction would copy them)
+    floor = []  # the body's weights as one batch, and the two products' outputs, allocated once
     if "floor" in names:
-        stacked["floor"] = torch.stack([w.detach() for _, w in constrained_weights(nets["floor"])])
+        w = torch.stack([w.detach() for _, w in constrained_weights(nets["floor"])])
+        floor = [w, torch.empty_like(w), torch.empty_like(w)]
 
     def step(v: str) -> None:  # one call = one retraction period (1 step, or k steps for every=k)
         for _ in range(period[v]):
@@ -100,8 +102,8 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
             F.cross_entropy(nets[v](x), y).backward()
             opts[v].step()
             if v == "floor":
-                w = stacked[v]
-                torch.bmm(w, torch.bmm(w.mT, w))
+                w, g, out = floor
+                torch.bmm(w, torch.bmm(w.mT, w, out=g), out=out)
 
     def after(v: str) -> None:
         if v not in ("init", "floor"):

@@ -2,6 +2,7 @@
 pre-hook, schedules, and the 10,000-step drift bound."""
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -9,6 +10,8 @@ from torch import nn
 
 from orthojac.nn import OrthoFeedforward, OrthoResidual
 from orthojac.nn.orthogonal import (
+    _cubic_bound,
+    _quintic_bound,
     configure_retraction,
     orthogonal_init_,
     register_orthogonal,
@@ -35,6 +38,54 @@ def test_polar_retraction_is_the_polar_factor(shape, gen) -> None:
     for w, ui, vi in zip(ws, u, vh):
         assert spectral_error(w) < 1e-13
         assert torch.allclose(w, ui @ vi, atol=1e-12)  # the nearest orthogonal matrix
+
+
+def test_newton_schulz_error_bounds_hold() -> None:
+    """The stopping rule's bounds dominate the exact maps of δ (squared singular value − 1) of one cubic and
+    one quintic step, on a grid of |δ| ≤ ½ (the polar method's range)."""
+    delta = torch.linspace(-0.5, 0.5, 20001, dtype=torch.float64)
+    cubic = (1 + delta) * (1 - delta / 2) ** 2 - 1
+    quintic = (1 + delta) * (1 - delta / 2 + 3 * delta**2 / 8) ** 2 - 1
+    d = delta.abs()
+    assert bool((cubic.abs() <= _cubic_bound(d) * (1 + 1e-12) + 1e-15).all())
+    assert bool((quintic.abs() <= _quintic_bound(d) * (1 + 1e-12) + 1e-15).all())
+    assert float(quintic.abs().max()) > 0.5 * float(_quintic_bound(d).max())  # the bound is not vacuous
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [3e-2, 3e-3, 3e-4, 3e-5, 3e-6])
+def test_polar_retraction_reaches_the_tolerance_from_any_distance(dtype, size, gen) -> None:
+    """Perturbations from 3e-2 to 3e-6 (‖E‖_F from about 0.3 down, inside the Newton–Schulz range) take every
+    path of the stopping rule (cubic steps, a final quintic one, a single step); the result is the polar factor
+    to the dtype's rounding level."""
+    n = 48
+    q = orthogonal_init_(torch.empty(6, n, n, dtype=torch.float64), "qr", gen)
+    x = q + size / n**0.5 * torch.randn(q.shape, generator=gen, dtype=torch.float64)
+    u, _, vh = torch.linalg.svd(x)
+    ws = [xi.to(dtype) for xi in x]
+    retract_(ws)
+    eps = torch.finfo(dtype).eps
+    for w, ui, vi in zip(ws, u, vh):
+        assert spectral_error(w) < 10 * eps * n**0.5
+        assert torch.allclose(w.double(), ui @ vi, atol=100 * eps)
+
+
+def test_reused_workspace_does_not_alias_results(gen) -> None:
+    """The retraction's temporaries live in reused buffers: results of one call must not change when the
+    next call (same shape) runs, in this thread or in another one."""
+    def batch() -> list[torch.Tensor]:
+        q = orthogonal_init_(torch.empty(5, 16, 16), "qr", gen)
+        return list(q + 1e-2 * torch.randn(q.shape, generator=gen))
+
+    first, second = batch(), batch()
+    retract_(first)
+    kept = [w.clone() for w in first]
+    retract_(second)
+    worker = threading.Thread(target=retract_, args=(batch(),))
+    worker.start()
+    worker.join()
+    assert all(torch.equal(w, k) for w, k in zip(first, kept))
+    assert max(spectral_error(w) for w in first + second) < 1e-6
 
 
 @pytest.mark.parametrize("shape", [(9, 9), (9, 4), (4, 9)])
