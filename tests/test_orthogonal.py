@@ -225,13 +225,15 @@ def test_register_orthogonal_riemannian_on_any_module(gen) -> None:
     assert spectral_error(m.w) < 1e-6
 
 
-@pytest.mark.parametrize("steps", [1_000, pytest.param(10_000, marks=pytest.mark.slow)])
-def test_orthogonality_drift_bound(steps: int, gen) -> None:
+@pytest.mark.parametrize(("width", "steps"), [(16, 1_000), (64, 1_000),
+                                             pytest.param(16, 10_000, marks=pytest.mark.slow),
+                                             pytest.param(256, 10_000, marks=pytest.mark.slow)])
+def test_orthogonality_drift_bound(width: int, steps: int, gen) -> None:
     """The issue's bound: float32, 10,000 Adam steps (1,000 in the default suite), ‖WᵀW − I‖₂ ≤ 1e-6 after
-    every 10th step and at the end (a square and a wide weight, width 16)."""
-    net = _net(width=16)
+    every 10th step and at the end (two square weights and a wide one, widths 16, 64 and 256)."""
+    net = _net(width=width)
     opt = torch.optim.Adam(net.parameters(), 1e-3)
-    x, y = torch.randn(8, 16, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+    x, y = torch.randn(8, width, generator=gen), torch.randint(0, 3, (8,), generator=gen)
     noise = torch.randn(steps, *x.shape, generator=gen)
     worst = 0.0
     ws = [w for _, w in riemannian_weights(net)]
