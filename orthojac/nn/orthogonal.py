@@ -194,9 +194,10 @@ def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
 
     Why: a retraction step allocates its iterates and Gram matrices afresh, and on a CPU each new multi-MiB
     tensor is fresh memory from the OS whose first touch page-faults; measured on 2 CPU cores at width 64,
-    depth 100, that was 2–3 ms of a 6–8 ms retraction. Reused buffers cost at most a few chunks
-    (``_CHUNK_BYTES`` each) per distinct weight shape; the cache is emptied when it holds more than
-    ``_WORKSPACE_ENTRIES`` buffers."""
+    depth 100, that was 2–3 ms of a 6–8 ms retraction. Reused buffers cost five chunks (``_CHUNK_BYTES``
+    each, or one matrix when it is larger: the stacked weights, two iterates, the Gram matrix and a scratch
+    buffer that the diagonal's squares and E² share for square weights) per distinct weight shape; the
+    cache is emptied when it holds more than ``_WORKSPACE_ENTRIES`` buffers."""
     cache = _WORKSPACE.__dict__.setdefault("buffers", {})
     key = (name, shape[1:], like.dtype, like.device)
     buf = cache.get(key)
@@ -221,7 +222,7 @@ def _refine_diagonal_(e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     sums the n squares with an error of up to 9e-7 at n = 256 in float32 (measured against float64), which
     the last Newton–Schulz step would copy into the result; the reduction's error is ≤ 2.4e-7 for n = 64–1024.
     Used before the last step only (an O(n²) pass per matrix, ≈ 1/6 of the product at n = 256)."""
-    squares = torch.mul(y, y.conj(), out=_buffer("squares", y.shape, y)).sum(-2)
+    squares = torch.mul(y, y.conj(), out=_buffer("scratch", y.shape, y)).sum(-2)
     e.diagonal(dim1=-2, dim2=-1).copy_(squares.sub_(1))
     return e
 
@@ -232,7 +233,7 @@ def _newton_schulz(y: torch.Tensor, e: torch.Tensor, quintic: bool = False,
     Adding the small correction Y·C to Y, rather than multiplying by P (whose diagonal, ≈ 1, would round
     away E's low bits), keeps the result's ‖YᵀY − I‖₂ at the rounding level (measured 4e-7 against 7e-7
     at n = 64, float32). E is overwritten; ``out`` (not Y) receives the result."""
-    c = torch.matmul(e, e, out=_buffer("square", e.shape, e)).mul_(0.375).add_(e, alpha=-0.5) if quintic \
+    c = torch.matmul(e, e, out=_buffer("scratch", e.shape, e)).mul_(0.375).add_(e, alpha=-0.5) if quintic \
         else e.mul_(-0.5)
     return torch.baddbmm(y, y, c, out=out)
 
