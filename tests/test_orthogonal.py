@@ -85,6 +85,22 @@ def test_reused_workspace_does_not_alias_results(gen) -> None:
     assert max(spectral_error(w) for w in first + second) < 1e-6
 
 
+def test_workspace_is_bounded_and_correct_past_its_bound(gen, monkeypatch) -> None:
+    """More weight shapes than the workspace keeps: the cache stops at its bound, and the shapes past it
+    (fresh buffers each time) are retracted as well as the cached ones."""
+    import orthojac.nn.orthogonal as orthogonal_module
+
+    monkeypatch.setattr(orthogonal_module, "_WORKSPACE", threading.local())
+    monkeypatch.setattr(orthogonal_module, "_WORKSPACE_ENTRIES", 4)
+    for _ in range(2):
+        for n in (8, 12, 16, 20):
+            q = orthogonal_init_(torch.empty(3, n, n), "qr", gen)
+            ws = list(q + 1e-2 / n**0.5 * torch.randn(q.shape, generator=gen))
+            retract_(ws)
+            assert max(spectral_error(w) for w in ws) < 1e-6
+    assert len(orthogonal_module._WORKSPACE.buffers) == 4
+
+
 def test_concurrent_retractions_use_their_own_buffers() -> None:
     """Two threads retracting batches of the same shape at the same time (the products release the GIL):
     with one shared workspace they overwrite each other's Gram matrices and iterates; per-thread buffers

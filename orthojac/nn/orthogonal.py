@@ -196,15 +196,17 @@ def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     tensor is fresh memory from the OS whose first touch page-faults; measured on 2 CPU cores at width 64,
     depth 100, that was 2–3 ms of a 6–8 ms retraction. Reused buffers cost five chunks (``_CHUNK_BYTES``
     each, or one matrix when it is larger: the stacked weights, two iterates, the Gram matrix and a scratch
-    buffer that the diagonal's squares and E² share for square weights) per distinct weight shape; the
-    cache is emptied when it holds more than ``_WORKSPACE_ENTRIES`` buffers."""
+    buffer that the diagonal's squares and E² share for square weights) per distinct weight shape. At most
+    ``_WORKSPACE_ENTRIES`` buffers are kept per thread; past that, buffers for new shapes are allocated
+    afresh each time (slower, never wrong), so a model with many weight shapes can neither make the cache
+    thrash nor grow it without bound."""
     cache = _WORKSPACE.__dict__.setdefault("buffers", {})
     key = (name, shape[1:], like.dtype, like.device)
     buf = cache.get(key)
     if buf is None or buf.shape[0] < shape[0]:
-        if len(cache) >= _WORKSPACE_ENTRIES:
-            cache.clear()
-        buf = cache[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+        if key in cache or len(cache) < _WORKSPACE_ENTRIES:
+            cache[key] = buf
     return buf[:shape[0]]
 
 
