@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+import orthojac.nn.orthogonal as orthogonal_module
 from orthojac.nn import OrthoFeedforward, OrthoResidual
 from orthojac.nn.orthogonal import (
     _cubic_bound,
@@ -88,8 +89,6 @@ def test_reused_workspace_does_not_alias_results(gen) -> None:
 def test_workspace_is_bounded_and_correct_past_its_bound(gen, monkeypatch) -> None:
     """More weight shapes than the workspace keeps: the cache stops at its bound, and the shapes past it
     (fresh buffers each time) are retracted as well as the cached ones."""
-    import orthojac.nn.orthogonal as orthogonal_module
-
     monkeypatch.setattr(orthogonal_module, "_WORKSPACE", threading.local())
     monkeypatch.setattr(orthogonal_module, "_WORKSPACE_ENTRIES", 4)
     for _ in range(2):

@@ -234,15 +234,17 @@ def _newton_schulz(y: torch.Tensor, e: torch.Tensor, quintic: bool = False,
     """Y + Y·C with C = −½E (cubic step) or −½E + ⅜E² (quintic step), i.e. Y·P with P = I − ½E (+ ⅜E²).
     Adding the small correction Y·C to Y, rather than multiplying by P (whose diagonal, ≈ 1, would round
     away E's low bits), keeps the result's ‖YᵀY − I‖₂ at the rounding level (measured 4e-7 against 7e-7
-    at n = 64, float32). E is overwritten; ``out`` (not Y) receives the result."""
+    at n = 64, float32, both without :func:`_refine_diagonal_`). E is overwritten; ``out`` (not Y) receives
+    the result."""
     c = torch.matmul(e, e, out=_buffer("scratch", e.shape, e)).mul_(0.375).add_(e, alpha=-0.5) if quintic \
         else e.mul_(-0.5)
     return torch.baddbmm(y, y, c, out=out)
 
 
 def _rounding_level(x: torch.Tensor) -> float:
-    """‖WᵀW − I‖_F that a retraction's own output has in x's dtype: measured ≤ 0.5·eps·n (n = columns,
-    8 ≤ n ≤ 256, float32 and float64); a matrix within eps·n counts as a retraction's output."""
+    """A bound on ‖WᵀW − I‖_F of a retraction's own output in x's dtype: its ‖·‖_∞, which is ≥ ‖·‖_F for
+    a symmetric matrix, measured ≤ 0.5·eps·n (n = columns, 8 ≤ n ≤ 256, float32 and float64); a matrix
+    within eps·n counts as a retraction's output."""
     return torch.finfo(x.dtype).eps * x.shape[-1]
 
 
