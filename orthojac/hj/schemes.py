@@ -106,10 +106,10 @@ def lax_friedrichs(hamiltonian: Hamiltonian, x: torch.Tensor, u0: torch.Tensor, 
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     p = (up - dn) / (2 * delta)
-    second = (up + dn - 2 * u0.unsqueeze(1)) / (2 * delta)
+    c = u0.unsqueeze(1)
+    second = (up + dn - 2 * c) / (2 * delta)
     if scheme == "lxf":
         return hamiltonian(x, p) - alpha * second.sum(1), p
-    c = u0.unsqueeze(1)
     speed = torch.maximum(hamiltonian.speeds(x, (up - c) / delta), hamiltonian.speeds(x, (c - dn) / delta))
     return hamiltonian(x, p) - (speed.clamp(max=alpha) * second).sum(1), p
 

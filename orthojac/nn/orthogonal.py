@@ -390,7 +390,7 @@ def _after_optimizer_step(optimizer: torch.optim.Optimizer, args, kwargs) -> Non
         for p in group["params"]:
             if not getattr(p, "_oj_manifold", False) or p._version == p._oj_version:
                 continue
-            every = getattr(p, "_oj_every", 1)
+            every = _cfg_of(p)[0]
             if every == 1:
                 due.append(p)
                 continue
