@@ -90,12 +90,13 @@ def main() -> None:
         p.add_argument("--width", type=int, default=64, help="width of the timed tanh MLP")
         p.add_argument("--depth", type=int, default=100)
         p.add_argument("--batch", type=int, default=128)
+        p.add_argument("--sizes", default="64,256,1024", help="matrix sizes of the accuracy part (comma list)")
     args = _bench.parse_args(__doc__, add)
     device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
     rows = step_ratios(args.width, args.depth, args.batch, args.repeats or 15, device)
-    for n, count in ((64, 16), (256, 16), (1024, 3)):
-        rows += accuracy(n, count)
+    for n in (int(v) for v in args.sizes.split(",") if v):
+        rows += accuracy(n, 16 if n <= 256 else 3)
     for r in rows:
         print(f"{r['measure']:20s} n={r['width']:5d} {r['variant']:22s} {r['value']:.3g}", flush=True)
     notes = (f"Timing: tanh MLP width {args.width}, depth {args.depth}, batch {args.batch}, one Adam step, median "

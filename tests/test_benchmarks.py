@@ -59,6 +59,16 @@ def test_bench_rejects_bad_arguments(bad: list[str]) -> None:
     assert out.returncode == 2 and re.search(r"--threads must be ≥ 1", out.stderr)
 
 
+def test_retraction_parts_compares_with_and_without_each_part() -> None:
+    out = run_bench("retraction_parts", "--width", "8", "--depth", "3", "--sizes", "64")
+    rows = {(r[0], r[2]): float(r[3]) for r in table_rows(out, "step / init") + table_rows(out, "‖WᵀW − I‖₂ after")
+            + table_rows(out, "diagonal error")}
+    assert rows[("step / init", "workspace")] > 0 and rows[("step / init", "fresh buffers")] > 0
+    assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] < 1e-6
+    assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] <= rows[("‖WᵀW − I‖₂ after", "no refinement")]
+    assert rows[("diagonal error", "square + sum(-2)")] < rows[("diagonal error", "matrix product")]
+
+
 def test_memory_measures_each_variant_in_its_own_process() -> None:
     out = run_bench("memory", "--archs", "tanh", "--width", "8", "--depth", "3", "--variants", "init,exact")
     rows = {r[4]: r for r in table_rows(out, "tanh")}
