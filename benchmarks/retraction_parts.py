@@ -9,7 +9,12 @@ without it, in one process:
   before the last Newton–Schulz step;
 * ``diagonal error``: max |computed − exact| of ‖yᵢ‖² − 1 on such a batch after one Newton–Schulz step, by
   the float32 matrix product (the Gram matrix's diagonal), by ``vector_norm(y, dim=-2)`` and by the
-  elementwise square and ``sum(-2)`` that ``_refine_diagonal_`` uses.
+  elementwise square and ``sum(-2)`` that ``_refine_diagonal_`` uses;
+* ``retraction / product``: the time of one retraction of a batch of orthogonal matrices plus an Adam-sized
+  step (lr 1e-3 on every entry: ‖E‖_F ≈ 0.36 at n = 256, 0.72 at n = 1024, while ‖E‖₂ ≈ 0.05–0.1), in units
+  of one batched n×n product of the same batch timed in the same rounds, with the stopping rule's tighter
+  bound ‖E‖₂ ≤ ‖E²‖_F^{1/2} (``E² bound``) and with ‖E‖_F alone (``‖E‖_F only``: what the rule used before;
+  past ‖E‖_F ≥ ½ it sends the matrix to QR).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ def accuracy(n: int, count: int) -> list[dict]:
     x = _batch(n, count, g).float()
     rows = []
     refine = orth._refine_diagonal_
-    for variant, fn in (("refined diagonal", refine), ("no refinement", lambda e, y: e)):
+    for variant, fn in (("refined diagonal", refine), ("no refinement", lambda e, y, scratch: e)):
         orth._refine_diagonal_ = fn
         try:
             ws = [xi.clone() for xi in x]
@@ -85,25 +90,59 @@ def accuracy(n: int, count: int) -> list[dict]:
     return rows
 
 
+def bound_costs(n: int, repeats: int, device: torch.device) -> list[dict]:
+    g = torch.Generator().manual_seed(n)
+    count = max(2, orth._CHUNK_BYTES // (4 * n * n))  # one chunk (two single matrices past 1024)
+    q = orth.orthogonal_init_(torch.empty(count, n, n), "qr", g).to(device)
+    x = q + 1e-3 * torch.randn(q.shape, generator=g).sign().to(device)
+    ws = [xi.clone() for xi in x]
+    out = torch.empty_like(x)
+    square = orth._square
+
+    def frobenius_only(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e2, _ = square(e)
+        return e2, torch.full(e.shape[:1], float("inf"), dtype=e.dtype, device=e.device)
+
+    def retract(fn) -> None:
+        torch._foreach_copy_(ws, list(x.unbind(0)))
+        orth._square = fn
+        try:
+            orth.retract_(ws)
+        finally:
+            orth._square = square
+
+    t = _bench.interleaved_median({"product": lambda: torch.bmm(x, x, out=out),
+                                   "E² bound": lambda: retract(square),
+                                   "‖E‖_F only": lambda: retract(frobenius_only)}, repeats, device)
+    return [{"measure": "retraction / product", "width": n, "variant": v, "value": t[v] / t["product"]}
+            for v in ("E² bound", "‖E‖_F only")]
+
+
 def main() -> None:
     def add(p):
         p.add_argument("--width", type=int, default=64, help="width of the timed tanh MLP")
         p.add_argument("--depth", type=int, default=100)
         p.add_argument("--batch", type=int, default=128)
         p.add_argument("--sizes", default="64,256,1024", help="matrix sizes of the accuracy part (comma list)")
+        p.add_argument("--bound-sizes", default="256,512,1024", help="matrix sizes of the bound part (comma list)")
     args = _bench.parse_args(__doc__, add)
     device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
     rows = step_ratios(args.width, args.depth, args.batch, args.repeats or 15, device)
     for n in (int(v) for v in args.sizes.split(",") if v):
         rows += accuracy(n, 16 if n <= 256 else 3)
+    for n in (int(v) for v in args.bound_sizes.split(",") if v):
+        rows += bound_costs(n, args.repeats or 15, device)
     for r in rows:
         print(f"{r['measure']:20s} n={r['width']:5d} {r['variant']:22s} {r['value']:.3g}", flush=True)
     notes = (f"Timing: tanh MLP width {args.width}, depth {args.depth}, batch {args.batch}, one Adam step, median "
              f"of {args.repeats or 15} interleaved rounds; `value` = time / time of `init`. Accuracy (float32 "
              "matrices, errors in float64): a batch of orthogonal matrices plus a perturbation of Adam's size "
-             "(‖E‖_F ≈ 0.1–0.4); `value` = the largest error in the batch.")
-    _bench.write_results("retraction_parts", "Retraction parts: workspace and diagonal refinement", rows,
+             "(‖E‖_F ≈ 0.1–0.4); `value` = the largest error in the batch. Bound: one retraction of a chunk of "
+             "orthogonal matrices (16 at n = 256, 4 at 512, 2 at 1024) plus lr 1e-3·sign(noise), Adam's first "
+             "step; `value` = its time / the time of one batched n×n product of that chunk (median of the same "
+             "rounds).")
+    _bench.write_results("retraction_parts", "Retraction parts: workspace, diagonal refinement, E² bound", rows,
                          ["measure", "width", "variant", "value"], device, args.mode, notes, clock, args.no_write)
 
 

@@ -60,9 +60,10 @@ def test_bench_rejects_bad_arguments(bad: list[str]) -> None:
 
 
 def test_retraction_parts_compares_with_and_without_each_part() -> None:
-    out = run_bench("retraction_parts", "--width", "8", "--depth", "3", "--sizes", "64")
+    out = run_bench("retraction_parts", "--width", "8", "--depth", "3", "--sizes", "64", "--bound-sizes", "96")
     rows = {(r[0], r[2]): float(r[3]) for r in table_rows(out, "step / init") + table_rows(out, "‖WᵀW − I‖₂ after")
-            + table_rows(out, "diagonal error")}
+            + table_rows(out, "diagonal error") + table_rows(out, "retraction / product")}
+    assert rows[("retraction / product", "E² bound")] > 1 and rows[("retraction / product", "‖E‖_F only")] > 1
     assert rows[("step / init", "workspace")] > 0 and rows[("step / init", "fresh buffers")] > 0
     assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] < 1e-6
     assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] <= rows[("‖WᵀW − I‖₂ after", "no refinement")]

@@ -71,6 +71,28 @@ def test_polar_retraction_reaches_the_tolerance_from_any_distance(dtype, size, g
         assert torch.allclose(w.double(), ui @ vi, atol=100 * eps)
 
 
+def test_adam_sized_steps_at_width_256_stay_on_newton_schulz(gen, monkeypatch) -> None:
+    """An Adam step moves every entry by about lr: at n = 256, lr = 1.5e-3, ‖E‖_F ≈ 0.5 (the old QR threshold)
+    while ‖E‖₂ ≈ 0.07. The E² bound sees that: the result is the polar factor by Newton–Schulz, no QR."""
+    calls = []
+    monkeypatch.setattr(orthogonal_module, "_qr_retraction", lambda x: calls.append(x) or torch.linalg.qr(x)[0])
+    n = 256
+    q = orthogonal_init_(torch.empty(4, n, n, dtype=torch.float64), "qr", gen)
+    x = q + 1.5e-3 * torch.randn(q.shape, generator=gen, dtype=torch.float64).sign()
+    e = x.mT @ x - torch.eye(n, dtype=torch.float64)
+    assert float(torch.linalg.matrix_norm(e).min()) > 0.5 > 5 * float(torch.linalg.matrix_norm(e, ord=2).max())
+    e2, bound = orthogonal_module._square(e.clone())
+    assert bool((bound >= torch.linalg.matrix_norm(e, ord=2)).all())
+    assert bool((bound < 0.5 * torch.linalg.matrix_norm(e)).all())  # much tighter than ‖E‖_F
+    u, _, vh = torch.linalg.svd(x)
+    ws = [xi.float() for xi in x]
+    retract_(ws)
+    assert not calls
+    for w, ui, vi in zip(ws, u, vh):
+        assert spectral_error(w) < 1e-6
+        assert torch.allclose(w.double(), ui @ vi, atol=1e-5)
+
+
 def test_reused_workspace_does_not_alias_results(gen) -> None:
     """The retraction's temporaries live in reused buffers: results of one call must not change when the
     next call (same shape) runs."""

@@ -195,11 +195,10 @@ def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     Why: a retraction step allocates its iterates and Gram matrices afresh, and on a CPU each new multi-MiB
     tensor is fresh memory from the OS whose first touch page-faults; measured on 2 CPU cores at width 64,
     depth 100, that was 2–3 ms of a 6–8 ms retraction. Reused buffers cost five chunks (``_CHUNK_BYTES``
-    each, or one matrix when it is larger: the stacked weights, two iterates, the Gram matrix and a scratch
-    buffer that the diagonal's squares and E² share for square weights) per distinct weight shape. At most
-    ``_WORKSPACE_ENTRIES`` buffers are kept per thread; past that, buffers for new shapes are allocated
-    afresh each time (slower, never wrong), so a model with many weight shapes can neither make the cache
-    thrash nor grow it without bound."""
+    each, or one matrix when it is larger: the stacked weights, two iterates, the Gram matrix and E²) per
+    distinct weight shape. At most ``_WORKSPACE_ENTRIES`` buffers are kept per thread; past that, buffers
+    for new shapes are allocated afresh each time (slower, never wrong), so a model with many weight shapes
+    can neither make the cache thrash nor grow it without bound."""
     cache = _WORKSPACE.__dict__.setdefault("buffers", {})
     key = (name, shape[1:], like.dtype, like.device)
     buf = cache.get(key)
@@ -219,25 +218,35 @@ def _gram_error(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return e, torch.linalg.vector_norm(e, dim=(-2, -1))
 
 
-def _refine_diagonal_(e: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Recompute E's diagonal, ‖yᵢ‖² − 1, by an elementwise square and a sum reduction. The matrix product
-    sums the n squares with an error of up to 9e-7 at n = 256 in float32 (measured against float64), which
-    the last Newton–Schulz step would copy into the result; the reduction's error is ≤ 2.4e-7 for n = 64–1024.
-    Used before the last step only (an O(n²) pass per matrix, ≈ 1/6 of the product at n = 256)."""
-    squares = torch.mul(y, y.conj(), out=_buffer("scratch", y.shape, y)).sum(-2)
+def _refine_diagonal_(e: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """Recompute E's diagonal, ‖yᵢ‖² − 1, by an elementwise square (into ``scratch``, shaped like y) and a
+    sum reduction. The matrix product sums the n squares with an error of up to 9e-7 at n = 256 in float32
+    (measured against float64), which the last Newton–Schulz step would copy into the result; the reduction's
+    error is ≤ 2.4e-7 for n = 64–1024. Used before the last step only (an O(n²) pass per matrix, ≈ 1/6 of
+    the product at n = 256)."""
+    squares = torch.mul(y, y.conj(), out=scratch).sum(-2)
     e.diagonal(dim1=-2, dim2=-1).copy_(squares.sub_(1))
     return e
 
 
-def _newton_schulz(y: torch.Tensor, e: torch.Tensor, quintic: bool = False,
+def _square(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """E² and the bound ‖E‖₂ ≤ ‖E²‖_F^{1/2} per matrix (‖E‖₂² = ‖E²‖₂ ≤ ‖E²‖_F, E Hermitian).
+
+    Why: ‖E‖_F over-estimates ‖E‖₂ by up to √n; for the nearly random E that an Adam step leaves
+    (eigenvalues spread like a semicircle) by about √n/2 — 8× at n = 256 —, while ‖E²‖_F^{1/2} does by
+    about (2n)^{1/4}/2 — 2.4× at n = 256. The quintic step needs E² anyway."""
+    e2 = torch.matmul(e, e, out=_buffer("scratch", e.shape, e))
+    return e2, torch.linalg.vector_norm(e2, dim=(-2, -1)).sqrt_()
+
+
+def _newton_schulz(y: torch.Tensor, e: torch.Tensor, e2: torch.Tensor | None = None,
                    out: torch.Tensor | None = None) -> torch.Tensor:
-    """Y + Y·C with C = −½E (cubic step) or −½E + ⅜E² (quintic step), i.e. Y·P with P = I − ½E (+ ⅜E²).
-    Adding the small correction Y·C to Y, rather than multiplying by P (whose diagonal, ≈ 1, would round
-    away E's low bits), keeps the result's ‖YᵀY − I‖₂ at the rounding level (measured 4e-7 against 7e-7
-    at n = 64, float32, both without :func:`_refine_diagonal_`). E is overwritten; ``out`` (not Y) receives
-    the result."""
-    c = torch.matmul(e, e, out=_buffer("scratch", e.shape, e)).mul_(0.375).add_(e, alpha=-0.5) if quintic \
-        else e.mul_(-0.5)
+    """Y + Y·C with C = −½E (cubic step) or, given E², C = −½E + ⅜E² (quintic step), i.e. Y·P with
+    P = I − ½E (+ ⅜E²). Adding the small correction Y·C to Y, rather than multiplying by P (whose diagonal,
+    ≈ 1, would round away E's low bits), keeps the result's ‖YᵀY − I‖₂ at the rounding level (measured 4e-7
+    against 7e-7 at n = 64, float32, both without :func:`_refine_diagonal_`). E and E² are overwritten;
+    ``out`` (not Y) receives the result."""
+    c = e.mul_(-0.5) if e2 is None else e2.mul_(0.375).add_(e, alpha=-0.5)
     return torch.baddbmm(y, y, c, out=out)
 
 
@@ -259,6 +268,13 @@ def _quintic_bound(d: float) -> float:
     return 0.625 * d**3 + 15 / 64 * d**4 + 9 / 64 * d**5
 
 
+CUBIC_BELOW = 0.06
+"""Below this ‖E‖_F the polar retraction takes a cubic step (2 products) and expects the next one to be the
+last: measured after Adam steps at widths 64–256, a cubic step maps ‖E‖_F = d to 0.1–0.2·d², whose cubic
+bound is ≤ 4·eps (float32) when d ≲ 0.06. Above it, E² (a tighter bound, and a quintic step) pays for
+itself. Only the number of products depends on it, never the accuracy."""
+
+
 def _polar_retraction(x: torch.Tensor, tol: float, keep_exact: bool = False, max_iter: int = 10) -> torch.Tensor:
     r"""R(X) = X(XᵀX)^{-1/2}, the polar factor of a batch of tall matrices, by Newton–Schulz iterations.
 
@@ -269,35 +285,51 @@ def _polar_retraction(x: torch.Tensor, tol: float, keep_exact: bool = False, max
     * the quintic one Y ← Y(I − ½E + ⅜E²) (the degree-2 Taylor polynomial of (I + E)^{-1/2}) maps δ to
       ⅝δ³ − (15/64)δ⁴ + (9/64)δ⁵ (three products: the Gram matrix, E², Y·P).
 
-    With d = ‖E‖_F ≥ ‖E‖₂ from the Gram matrix the iteration computes anyway, the error after an iteration is
-    bounded by :func:`_cubic_bound` / :func:`_quintic_bound` of d. Each step takes the cubic iteration
-    and stops if its bound is ≤ ``tol``, else the quintic one and stops if *its* bound is ≤ ``tol`` (one
-    product instead of the Gram matrix and update of another cubic step), else the cubic one and measures
-    again. Before the last step E's diagonal is recomputed accurately (:func:`_refine_diagonal_`). Bounds
-    hold in exact arithmetic; rounding adds 2–4e-7 to ‖E‖₂ in float32 (n = 64–256). With ``keep_exact``,
-    matrices already within rounding of the manifold (:func:`_rounding_level`) are returned unchanged (not used after
-    optimiser steps: tiny steps would accumulate up to that level). Matrices with d ≥ ½ (far from it, e.g.
-    after many skipped retractions) are retracted by QR instead (then one iteration polishes QR's rounding).
+    The error after a step is bounded by :func:`_cubic_bound` / :func:`_quintic_bound` of any d ≥ ‖E‖₂:
+    d = ‖E‖_F from the Gram matrix, or the tighter d = ‖E²‖_F^{1/2} once E² is computed (:func:`_square`).
+    Each iteration, with d = ‖E‖_F: if the cubic bound is ≤ ``tol``, a cubic step ends it; if d is below
+    :data:`CUBIC_BELOW`, a quintic step ends it when its bound allows, else a cubic step is taken; otherwise
+    E² tightens d, and a quintic step is taken (the last one if its bound allows). Before the last step E's
+    diagonal is recomputed accurately (:func:`_refine_diagonal_`). Bounds hold in exact arithmetic;
+    rounding adds 2–4e-7 to ‖E‖₂ in float32 (n = 64–256). With ``keep_exact``, matrices already within
+    rounding of the manifold (:func:`_rounding_level`) are returned unchanged (not used after optimiser
+    steps: tiny steps would accumulate up to that level). Matrices with d ≥ ½ (the tighter d; far from the
+    manifold, e.g. after many skipped retractions) are retracted by QR instead (then one iteration polishes
+    QR's rounding).
     """
     e, d = _gram_error(x)
     keep = d <= (max(tol, _rounding_level(x)) if keep_exact else tol)
-    far = d >= 0.5
     if bool(keep.all()):
         return x
+    far = torch.zeros_like(keep)
     y = x
-    active = ~(keep | far)
     iterates = (_buffer("iterate0", x.shape, x), _buffer("iterate1", x.shape, x))  # ping-pong, never x
+
+    def worst() -> float:
+        return float(torch.where(keep | far, torch.zeros_like(d), d).max())
+
     for it in range(max_iter):
+        out = iterates[it % 2]
         if it > 0:
             e, d = _gram_error(y)
-        dmax = float(torch.where(active, d, torch.zeros_like(d)).max())
+        dmax = worst()
         if dmax <= tol:
             break
-        last = _cubic_bound(dmax) <= tol
-        if not last and _quintic_bound(dmax) <= tol:
-            y = _newton_schulz(y, _refine_diagonal_(e, y), quintic=True, out=iterates[it % 2])
+        if _cubic_bound(dmax) <= tol:
+            y = _newton_schulz(y, _refine_diagonal_(e, y, out), out=out)
             break
-        y = _newton_schulz(y, _refine_diagonal_(e, y) if last else e, out=iterates[it % 2])
+        if dmax < CUBIC_BELOW and _quintic_bound(dmax) > tol:
+            y = _newton_schulz(y, e, out=out)
+            continue
+        e2, d2 = _square(e)
+        d = torch.minimum(d, d2)
+        if it == 0:
+            far = (d >= 0.5) & ~keep
+        dmax = worst()
+        if dmax <= tol:  # E² showed ‖E‖₂ ≤ tol (or every matrix left is far: QR below)
+            break
+        last = _quintic_bound(dmax) <= tol
+        y = _newton_schulz(y, _refine_diagonal_(e, y, out) if last else e, e2, out=out)
         if last:
             break
     if bool(keep.any()):
