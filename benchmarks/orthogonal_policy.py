@@ -18,6 +18,7 @@ Networks: ``tanh`` (x ↦ tanh(Wx + b), W orthogonal) and ``residual`` (orthojac
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import _bench
 import torch
@@ -80,6 +81,20 @@ def orth_error(net: nn.Module) -> float:
         return float(eig.abs().max())
 
 
+def memory_gib(width: int, depth: int, names: list[str]) -> float:
+    """Estimated peak memory of a row group: per variant the body's weights, their gradients and Adam's two
+    moments (4 float32 copies), plus the floor's three stacks and the float64 error check (≈ 4 copies)."""
+    body = depth * width * width * 4 / 2**30
+    return body * (4 * len(names) + 3 * ("floor" in names) + 4)
+
+
+def total_gib(device: torch.device) -> float:
+    """The device's memory (GiB): the accelerator's, or the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[1] / 2**30
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+
 def measure(arch: str, width: int, depth: int, batch: int, names: list[str], repeats: int,
             device: torch.device) -> list[dict]:
     """One row group: every variant of one network, timed interleaved."""
@@ -137,6 +152,8 @@ def main() -> None:
         p.add_argument("--variants", default=",".join(VARIANTS))
         p.add_argument("--batch-ablation", default=None,
                        help="extra batch sizes for init vs exact at the largest width (quick: 1024; \"\" for none)")
+        p.add_argument("--max-gib", type=float, default=None,
+                       help="skip row groups whose estimated memory exceeds this (default: half the device's)")
     args = _bench.parse_args(__doc__, add)
     device = _bench.setup(args.device, threads=args.threads)
     clock = _bench.Clock()
@@ -161,8 +178,14 @@ def main() -> None:
     grid = [(a, w, d, args.batch, names_at(w)) for a in args.archs.split(",") for w in widths for d in depths]
     grid += [(a, max(widths), 100 if 100 in depths else depths[0], b, ["init", "exact", "floor"])
              for a in args.archs.split(",") for b in ablation]
-    rows = []
+    rows, skipped = [], []
+    max_gib = args.max_gib if args.max_gib is not None else total_gib(device) / 2
     for arch, width, depth, batch, names in grid:
+        need = memory_gib(width, depth, names)
+        if need > max_gib:
+            skipped.append(f"{arch} n={width} L={depth} B={batch} (≈{need:.0f} GiB > {max_gib:.0f} GiB)")
+            print(f"skipped {skipped[-1]}", flush=True)
+            continue
         rows += measure(arch, width, depth, batch, names, repeats, device)
     notes = (f"One Adam step (lr 1e-3) of a depth-L body + linear head, cross-entropy on random data; median of "
              f"{repeats} interleaved rounds after one warm-up. `ratio_vs_init` = time / time of `init` in the same "
@@ -170,7 +193,8 @@ def main() -> None:
              "weight used by the forward pass). `exact_every4` is near-exact (retracted every 4th step only; "
              "timed over whole 4-step periods; its error also after the steps in between). `floor` = `init` + one "
              "batched WᵀW and one W·G product per step: the least any exact retraction of a full-rank update "
-             "costs in float32 (not a method; its ratio bounds what `exact` can reach on this machine).")
+             "costs in float32 (not a method; its ratio bounds what `exact` can reach on this machine)." +
+             (f" Skipped for memory (`--max-gib`): {'; '.join(skipped)}." if skipped else ""))
     _bench.write_results("orthogonal_policy", "(a) Exact orthogonality: cost per Adam step vs init", rows,
                          ["arch", "width", "depth", "batch", "variant", "ms_per_step", "ratio_vs_init",
                           "max_orth_err"], device, args.mode, notes, clock, args.no_write)
