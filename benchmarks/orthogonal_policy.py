@@ -7,10 +7,11 @@ Newton–Schulz polar retraction after every step); ``exact_qr`` (the same with 
 (retraction every 4th step: near-exact in between, see the max error column); PyTorch's
 ``parametrizations.orthogonal`` with ``cayley``, ``matrix_exp``, ``householder``; ``geotorch`` when installed;
 ``floor``: the ``init`` step followed by the least work any exact retraction of a full-rank update must do in
-the weights' dtype: one batched Gram product G = WᵀW and one batched product W·G over all layers (into
-buffers allocated once, results thrown away, no iterations, no copies). A step cannot cost less under ``exact``:
-if ``floor`` is above a target ratio, no exact method that reads and corrects the Gram matrix reaches it on that
-machine.
+the weights' dtype: one batched Gram product G = WᵀW and one batched product W·G over all layers, in the
+retraction's chunks of at most 4 MiB (into buffers allocated once, results thrown away, no iterations, no
+copies; as one batch of all 1000 layers' 256×256 matrices, the floor measured 4.48× init, above ``exact``'s
+2.07×). A step cannot cost less under ``exact``: if ``floor`` is above a target ratio, no exact method that
+reads and corrects the Gram matrix reaches it on that machine.
 Networks: ``tanh`` (x ↦ tanh(Wx + b), W orthogonal) and ``residual`` (orthojac's OrthoResidual, W used twice).
 ``max_orth_err`` is the largest ‖WᵀW − I‖₂ over all layers, measured (float64) after every step taken.
 """
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from orthojac.nn import OrthoResidual
-from orthojac.nn.orthogonal import configure_retraction, constrained_weights, register_orthogonal
+from orthojac.nn.orthogonal import _CHUNK_BYTES, configure_retraction, constrained_weights, register_orthogonal
 
 VARIANTS = {  # name → (policy, exact map, retraction schedule)
     "init": ("init", "riemannian", None),
@@ -106,10 +107,11 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
     worst = dict.fromkeys(names, 0.0)
 
     period = {v: (VARIANTS[v][2] or {}).get("every", 1) for v in names}
-    floor = []  # the body's weights as one batch, and the two products' outputs, allocated once
+    floor = []  # the body's weights in chunks as the retraction takes them, and two outputs, allocated once
     if "floor" in names:
         w = torch.stack([w.detach() for _, w in constrained_weights(nets["floor"])])
-        floor = [w, torch.empty_like(w), torch.empty_like(w)]
+        per = max(1, _CHUNK_BYTES // (w[0].numel() * w.element_size()))
+        floor = [w.split(per), torch.empty_like(w[:per]), torch.empty_like(w[:per])]
 
     def step(v: str) -> None:  # one call = one retraction period (1 step, or k steps for every=k)
         for _ in range(period[v]):
@@ -117,8 +119,9 @@ def measure(arch: str, width: int, depth: int, batch: int, names: list[str], rep
             F.cross_entropy(nets[v](x), y).backward()
             opts[v].step()
             if v == "floor":
-                w, g, out = floor
-                torch.bmm(w, torch.bmm(w.mT, w, out=g), out=out)
+                chunks, g, out = floor
+                for w in chunks:
+                    torch.bmm(w, torch.bmm(w.mT, w, out=g[:len(w)]), out=out[:len(w)])
 
     def after(v: str) -> None:
         if v not in ("init", "floor"):

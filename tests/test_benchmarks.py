@@ -38,6 +38,13 @@ def test_orthogonal_policy_reports_exact_and_floor_ratios() -> None:
     assert "2 threads" in out
 
 
+def test_orthogonal_policy_skips_row_groups_too_large_for_memory() -> None:
+    out = run_bench("orthogonal_policy", "--archs", "tanh", "--widths", "8,16", "--depths", "3",
+                    "--variants", "init,exact", "--batch-ablation", "", "--max-gib", "1e-5")
+    assert "skipped tanh n=16 L=3" in out and "Skipped for memory" in out
+    assert {r[1] for r in table_rows(out, "tanh")} == {"8"}  # the small group ran, the large one did not
+
+
 def test_orthogonal_policy_rejects_variant_lists_without_baseline() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "orthogonal_policy.py"), "--no-write",
                           "--variants", "exact"], capture_output=True, text=True, timeout=120, cwd=ROOT)
