@@ -38,6 +38,23 @@ def test_orthogonal_policy_reports_exact_and_floor_ratios() -> None:
     assert "2 threads" in out
 
 
+def test_setup_flushes_denormals_on_cpu() -> None:
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import _bench
+
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert float(torch.tensor([1e-39]) * 1.0) != 0.0  # a float32 denormal, kept by default
+        _bench.setup("cpu", threads=torch.get_num_threads())
+        assert float(torch.tensor([1e-39]) * 1.0) == 0.0  # flushed
+        assert float(torch.tensor([1e-30]) * 1.0) != 0.0  # a normal number kept
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_orthogonal_policy_skips_row_groups_too_large_for_memory() -> None:
     out = run_bench("orthogonal_policy", "--archs", "tanh", "--widths", "8,16", "--depths", "3",
                     "--variants", "init,exact", "--batch-ablation", "", "--max-gib", "1e-5")
