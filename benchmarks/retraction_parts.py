@@ -11,7 +11,7 @@ without it, in one process:
   the float32 matrix product (the Gram matrix's diagonal), by ``vector_norm(y, dim=-2)`` and by the
   elementwise square and ``sum(-2)`` that ``_refine_diagonal_`` uses;
 * ``retraction / product``: the time of one retraction of a batch of orthogonal matrices plus an Adam-sized
-  step (lr 1e-3 on every entry: ‖E‖_F ≈ 0.36 at n = 256, 0.72 at n = 1024, while ‖E‖₂ ≈ 0.05–0.1), in units
+  step (lr 1e-3 on every entry: ‖E‖_F ≈ 0.36 / 0.72 / 1.45 at n = 256 / 512 / 1024, ‖E‖₂ ≈ 0.05–0.09), in units
   of one batched n×n product of the same batch timed in the same rounds, with the stopping rule's tighter
   bound ‖E‖₂ ≤ ‖E²‖_F^{1/2} (``E² bound``) and with ‖E‖_F alone (``‖E‖_F only``: what the rule used before;
   past ‖E‖_F ≥ ½ it sends the matrix to QR).
