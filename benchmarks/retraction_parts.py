@@ -14,7 +14,8 @@ without it, in one process:
   step (lr 1e-3 on every entry: ‖E‖_F ≈ 0.36 / 0.72 / 1.45 at n = 256 / 512 / 1024, ‖E‖₂ ≈ 0.05–0.09), in units
   of one batched n×n product of the same batch timed in the same rounds, with the stopping rule's tighter
   bound ‖E‖₂ ≤ ‖E²‖_F^{1/2} (``E² bound``) and with ‖E‖_F alone (``‖E‖_F only``: what the rule used before;
-  past ‖E‖_F ≥ ½ it sends the matrix to QR).
+  past ‖E‖_F ≥ ½ it sends the matrix to QR);
+* ``norm of the step's E``: for that batch, the largest ‖E‖_F, ‖E‖₂ and ‖E²‖_F^{1/2} (float64), E = XᵀX − I.
 """
 
 from __future__ import annotations
@@ -114,8 +115,13 @@ def bound_costs(n: int, repeats: int, device: torch.device) -> list[dict]:
     t = _bench.interleaved_median({"product": lambda: torch.bmm(x, x, out=out),
                                    "E² bound": lambda: retract(square),
                                    "‖E‖_F only": lambda: retract(frobenius_only)}, repeats, device)
+    e = x.double().mT @ x.double() - torch.eye(n, dtype=torch.float64, device=x.device)  # the step's E
+    norms = {"‖E‖_F": torch.linalg.matrix_norm(e), "‖E‖₂": torch.linalg.eigvalsh(e).abs().amax(-1),
+             "‖E²‖_F^½": torch.linalg.matrix_norm(e @ e).sqrt()}
     return [{"measure": "retraction / product", "width": n, "variant": v, "value": t[v] / t["product"]}
-            for v in ("E² bound", "‖E‖_F only")]
+            for v in ("E² bound", "‖E‖_F only")] + \
+           [{"measure": "norm of the step's E", "width": n, "variant": k, "value": float(v.max())}
+            for k, v in norms.items()]
 
 
 def main() -> None:

@@ -88,6 +88,8 @@ def test_retraction_parts_compares_with_and_without_each_part() -> None:
     rows = {(r[0], r[2]): float(r[3]) for r in table_rows(out, "step / init") + table_rows(out, "‖WᵀW − I‖₂ after")
             + table_rows(out, "diagonal error") + table_rows(out, "retraction / product")}
     assert rows[("retraction / product", "E² bound")] > 1 and rows[("retraction / product", "‖E‖_F only")] > 1
+    norms = {r[2]: float(r[3]) for r in table_rows(out, "norm of the step's E")}
+    assert norms["‖E‖₂"] <= norms["‖E²‖_F^½"] <= norms["‖E‖_F"]  # the bound is valid and tighter
     assert rows[("step / init", "workspace")] > 0 and rows[("step / init", "fresh buffers")] > 0
     assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] < 1e-6
     assert rows[("‖WᵀW − I‖₂ after", "refined diagonal")] <= rows[("‖WᵀW − I‖₂ after", "no refinement")]

@@ -93,6 +93,13 @@ def test_adam_sized_steps_at_width_256_stay_on_newton_schulz(gen, monkeypatch) -
         assert torch.allclose(w.double(), ui @ vi, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.complex64, torch.complex128])
+def test_frobenius_norms_of_a_batch(dtype, gen) -> None:
+    """The retraction's ‖E‖_F (complex batches through their real view) equals matrix_norm's."""
+    e = torch.randn(5, 7, 7, generator=gen, dtype=dtype)
+    assert torch.allclose(orthogonal_module._frobenius(e), torch.linalg.matrix_norm(e), rtol=1e-5)
+
+
 def test_reused_workspace_does_not_alias_results(gen) -> None:
     """The retraction's temporaries live in reused buffers: results of one call must not change when the
     next call (same shape) runs."""

@@ -209,13 +209,22 @@ def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
     return buf[:shape[0]]
 
 
+def _frobenius(e: torch.Tensor) -> torch.Tensor:
+    """‖E‖_F per matrix of a batch. A complex batch goes through its real view, (…, n, n, 2): one real
+    reduction. ``vector_norm`` on the complex tensor itself took 40 ms for 544 complex 64×64 matrices on one
+    CPU thread, more than the three products of a retraction step together."""
+    if e.is_complex():
+        return torch.linalg.vector_norm(torch.view_as_real(e), dim=(-3, -2, -1))
+    return torch.linalg.vector_norm(e, dim=(-2, -1))
+
+
 def _gram_error(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """E = YᴴY − I and d = ‖E‖_F per matrix of a batch. Since E is Hermitian,
     ‖E‖₂ ≤ ‖E‖_F ≤ ‖E‖_∞ (‖E‖_F² ≤ ‖E‖₁‖E‖_∞ = ‖E‖_∞²), so d bounds the spectral error and is never looser
     than the largest absolute row sum; it is also one reduction kernel instead of three."""
     e = torch.matmul(y.mH, y, out=_buffer("gram", (y.shape[0], y.shape[-1], y.shape[-1]), y))
     e.diagonal(dim1=-2, dim2=-1).sub_(1)
-    return e, torch.linalg.vector_norm(e, dim=(-2, -1))
+    return e, _frobenius(e)
 
 
 def _refine_diagonal_(e: torch.Tensor, y: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
@@ -236,7 +245,7 @@ def _square(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     (eigenvalues spread like a semicircle) by about √n/2 — 8× at n = 256 —, while ‖E²‖_F^{1/2} does by
     about (2n)^{1/4}/2 — 2.4× at n = 256. The quintic step needs E² anyway."""
     e2 = torch.matmul(e, e, out=_buffer("scratch", e.shape, e))
-    return e2, torch.linalg.vector_norm(e2, dim=(-2, -1)).sqrt_()
+    return e2, _frobenius(e2).sqrt_()
 
 
 def _newton_schulz(y: torch.Tensor, e: torch.Tensor, e2: torch.Tensor | None = None,
