@@ -212,7 +212,7 @@ def _buffer(name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tens
 def _frobenius(e: torch.Tensor) -> torch.Tensor:
     """‖E‖_F per matrix of a batch. A complex batch goes through its real view, (…, n, n, 2): one real
     reduction. ``vector_norm`` on the complex tensor itself took 40 ms for 544 complex 64×64 matrices on one
-    CPU thread, more than the three products of a retraction step together."""
+    CPU thread, about as long as the three products of a quintic step together."""
     if e.is_complex():
         return torch.linalg.vector_norm(torch.view_as_real(e), dim=(-3, -2, -1))
     return torch.linalg.vector_norm(e, dim=(-2, -1))
