@@ -71,14 +71,19 @@ def build(arch: str, variant: str, width: int, depth: int, device: torch.device)
     return net
 
 
+def spectral_error(w: torch.Tensor) -> float:
+    """max over a batch of square matrices of ‖WᵀW − I‖₂, computed in float64 (eigenvalues of the symmetric
+    WᵀW − I)."""
+    w = w.detach().double()
+    g = w.mT @ w
+    return float(torch.linalg.eigvalsh(g - torch.eye(g.shape[-1], dtype=g.dtype, device=g.device)).abs().max())
+
+
 def orth_error(net: nn.Module) -> float:
     """max over layers of ‖WᵀW − I‖₂ (float64)."""
-    with torch.no_grad():
-        ws = [w.detach().double() for name, w in constrained_weights(net)] or \
-             [m.weight.detach().double() for m in net if hasattr(m, "parametrizations")]
-        g = torch.stack([w.mT @ w for w in ws])
-        eig = torch.linalg.eigvalsh(g - torch.eye(g.shape[-1], dtype=g.dtype, device=g.device))
-        return float(eig.abs().max())
+    with torch.no_grad():  # a parametrised weight is computed on access: no graph for it
+        ws = [w for _, w in constrained_weights(net)] or [m.weight for m in net if hasattr(m, "parametrizations")]
+        return spectral_error(torch.stack(ws))
 
 
 def memory_gib(width: int, depth: int, names: list[str]) -> float:

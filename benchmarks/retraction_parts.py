@@ -25,7 +25,7 @@ import threading
 import _bench
 import torch
 import torch.nn.functional as F
-from orthogonal_policy import build
+from orthogonal_policy import build, spectral_error
 
 import orthojac.nn.orthogonal as orth
 
@@ -60,12 +60,6 @@ def _batch(n: int, count: int, g: torch.Generator) -> torch.Tensor:
     return q + 1.6e-2 / n**0.5 * torch.randn(q.shape, generator=g, dtype=torch.float64)
 
 
-def _spectral_error(w: torch.Tensor) -> float:
-    w = w.double()
-    e = w.mT @ w - torch.eye(w.shape[-1], dtype=torch.float64)
-    return float(torch.linalg.eigvalsh(e).abs().max())
-
-
 def accuracy(n: int, count: int) -> list[dict]:
     g = torch.Generator().manual_seed(n)
     x = _batch(n, count, g).float()
@@ -79,7 +73,7 @@ def accuracy(n: int, count: int) -> list[dict]:
         finally:
             orth._refine_diagonal_ = refine
         rows.append({"measure": "‖WᵀW − I‖₂ after", "width": n, "variant": variant,
-                     "value": _spectral_error(torch.stack(ws))})
+                     "value": spectral_error(torch.stack(ws))})
     e = x.mT @ x - torch.eye(n)
     y = torch.baddbmm(x, x, e, alpha=-0.5)  # one Newton–Schulz step: the iterate the last step sees
     exact = (y.double() ** 2).sum(-2) - 1
