@@ -85,7 +85,6 @@ class RoundSection(_Strict):
     lr: float | None = Field(None, gt=0)
     lr_end: float | None = Field(None, gt=0)
     scheme: Literal["lxf", "llf"] | None = None  # default: solver.scheme
-    lam: float | None = Field(None, ge=0)  # default: solver.lam
 
 
 class SolverSection(_Strict):

@@ -34,7 +34,7 @@ import math
 import torch
 
 from . import sampling
-from .hamiltonians import Hamiltonian, NormEikonal, PursuitEvasion, QuadraticEikonal, ReedsShepp
+from .hamiltonians import Hamiltonian, PursuitEvasion, QuadraticEikonal, ReedsShepp
 from .schemes import fd_residual
 
 __all__ = ["Problem", "EikonalCube", "EikonalBall", "EikonalAnnulus", "NonHomogeneous", "IncompatibleBoundary",
@@ -124,19 +124,6 @@ class Problem:
         return f"{self.name} (d = {self.dim})"
 
 
-EIKONAL_FORMS = ("quadratic", "norm")
-
-
-def _eikonal(form: str) -> Hamiltonian:
-    """The eikonal Hamiltonian of the f = 1 problems: ``"quadratic"`` H = |p|² (the authors') or ``"norm"``
-    H = |p| (an orthojac option). Both have u* as their viscosity solution, but near a flat u the quadratic
-    form's gradient 2p vanishes, so u ≡ g is a plateau of the least-squares loss; the norm form's p/|p| has
-    unit length everywhere. Monotonicity needs α ≥ 2 (quadratic) or α ≥ 1 (norm) on |∇u| = 1."""
-    if form not in EIKONAL_FORMS:
-        raise ValueError(f"hamiltonian must be one of {EIKONAL_FORMS}, got {form!r}")
-    return QuadraticEikonal() if form == "quadratic" else NormEikonal()
-
-
 def _check_dim(dim: int, lo: int = 1) -> int:
     if not isinstance(dim, int) or dim < lo:
         raise ValueError(f"dim must be an integer ≥ {lo}, got {dim!r}")
@@ -156,13 +143,12 @@ class EikonalCube(Problem):
     has_exact = True
     SAMPLINGS = ("full", "shrunk", "radial", "mixed")
 
-    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "shrunk", hamiltonian: str = "quadratic"
-                 ) -> None:
+    def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "shrunk") -> None:
         if sampling not in self.SAMPLINGS:
             raise ValueError(f"cube sampling must be one of {self.SAMPLINGS}, got {sampling!r}")
         self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
         self.name = "eikonal_square" if dim == 2 else "eikonal_cube"
-        self.hamiltonian = _eikonal(hamiltonian)
+        self.hamiltonian = QuadraticEikonal()
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         return self.half - x.abs().amax(1)
@@ -199,12 +185,11 @@ class EikonalBall(Problem):
     has_exact = True
     name = "eikonal_ball"
 
-    def __init__(self, dim: int = 2, radius: float = 6.0, sampling: str = "radial", hamiltonian: str = "quadratic"
-                 ) -> None:
+    def __init__(self, dim: int = 2, radius: float = 6.0, sampling: str = "radial") -> None:
         if sampling not in sampling_names():
             raise ValueError(f"sampling must be one of {sampling_names()}, got {sampling!r}")
         self.dim, self.radius, self.sampling = _check_dim(dim), float(radius), sampling
-        self.hamiltonian = _eikonal(hamiltonian)
+        self.hamiltonian = QuadraticEikonal()
 
     def exact(self, x):
         return self.radius - x.norm(dim=1)
@@ -235,7 +220,7 @@ class EikonalAnnulus(Problem):
     name = "eikonal_annulus"
 
     def __init__(self, dim: int = 2, r_in: float = 2.0, r_out: float = 6.0, sampling: str = "radial",
-                 near_boundary: float = 0.0, band: float = 0.5, hamiltonian: str = "quadratic") -> None:
+                 near_boundary: float = 0.0, band: float = 0.5) -> None:
         if sampling not in sampling_names():
             raise ValueError(f"sampling must be one of {sampling_names()}, got {sampling!r}")
         if not 0 <= near_boundary < 1:
@@ -244,7 +229,7 @@ class EikonalAnnulus(Problem):
             raise ValueError(f"need 0 < r_in < r_out, got r_in={r_in}, r_out={r_out}")
         self.dim, self.r_in, self.r_out, self.sampling = _check_dim(dim), float(r_in), float(r_out), sampling
         self.near_boundary, self.band = float(near_boundary), float(band)
-        self.hamiltonian = _eikonal(hamiltonian)
+        self.hamiltonian = QuadraticEikonal()
 
     def exact(self, x):
         r = x.norm(dim=1)

@@ -35,9 +35,7 @@ class Round:
     ``lr_end``: the rate then decays geometrically, lr_k = lr·(lr_end/lr)^{k/(n−1)} at step k of n, so the
     round ends on a small step and the SGD noise floor of the re-sampled loss drops with it. ``scheme``: the
     paper's global Lax–Friedrichs viscosity (``"lxf"``) or the local one (``"llf"``, :mod:`orthojac.hj.schemes`;
-    use it after an ``"lxf"`` round — from a flat start it can select a non-viscosity solution). ``lam``: this
-    round's boundary weight λ (else the solver's), e.g. λ rising round by round so that the boundary is held
-    as δ shrinks without pinning a flat start to u ≡ g."""
+    use it after an ``"lxf"`` round — from a flat start it can select a non-viscosity solution)."""
 
     delta: float
     alpha: float
@@ -48,7 +46,6 @@ class Round:
     lr: float | None = None
     lr_end: float | None = None
     scheme: str = "lxf"  # "lxf" (the paper's) or "llf" (local viscosity, orthojac.hj.schemes)
-    lam: float | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
@@ -63,8 +60,6 @@ class Round:
             v = getattr(self, k)
             if v is not None and not v > 0:
                 raise ValueError(f"round {k} must be > 0 when given, got {v}")
-        if self.lam is not None and not self.lam >= 0:
-            raise ValueError(f"round lam must be ≥ 0 when given, got {self.lam}")
 
 
 @dataclass
@@ -209,7 +204,7 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
         acc = torch.zeros(3, dtype=torch.float64)
         lip = exact_res = float("nan")
         for it in range(rnd.iterations):
-            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam if rnd.lam is None else rnd.lam, g, device)
+            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device)
             if it == 0:
                 lip = _sampled_lipschitz(problem, rnd, x, p, monotonicity,
                                          f"{problem.name} round {i} (δ = {rnd.delta:g})")
