@@ -356,8 +356,65 @@ def test_rotation_invariant_ansatz_is_invariant_and_periodic(name):
     w = problem.invariant_features(x)
     assert w.shape == (50, problem.n_invariant)
     assert torch.allclose(w[:, :2].norm(dim=1), x[:, :2].norm(dim=1))
-    with pytest.raises(ValueError, match="rotation-invariant"):
+    with pytest.raises(ValueError, match="not a symmetry"):
         build_from_config(parse_hj_config({**_cfg(), "model": {"symmetry": "rotation"}}))
+
+
+@pytest.mark.parametrize("name, dim", [("eikonal_cube", 5), ("eikonal_square", 2), ("eikonal_ball", 6),
+                                       ("eikonal_annulus", 4)])
+def test_eikonal_invariant_ansatz_is_invariant_under_the_problems_symmetry(name, dim):
+    """``model.symmetry``: the cube's ansatz is unchanged by signed permutations of the coordinates, the ball's
+    and annulus's by orthogonal maps; the features are maximal invariants on which u* depends (u* = h − w₁ for
+    the cube, u*(|x|) for the others), and a symmetry the problem lacks is refused."""
+    problem = make_problem(name, dim)
+    sym = problem.symmetry
+    cfg = parse_hj_config({**_cfg(), "problem": {"name": name, "dim": dim},
+                           "model": {"widths": [16, 16], "symmetry": sym}})
+    _, net = build_from_config(cfg)
+    net = net.double()
+    g = _gen(3)
+    x = problem.sample_test(64, g).double()
+    if sym == "signed_permutation":
+        perm = torch.randperm(dim, generator=g)
+        sign = torch.randint(0, 2, (dim,), generator=g).double() * 2 - 1
+        y = x[:, perm] * sign
+        assert torch.allclose(problem.exact(x), problem.half - problem.invariant_features(x)[:, 0])
+        assert torch.all(problem.invariant_features(x)[:, :-1] >= problem.invariant_features(x)[:, 1:])
+    else:
+        q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=D64))
+        y = x @ q
+        assert torch.allclose(problem.invariant_features(x)[:, 0], x.norm(dim=1))
+    assert problem.invariant_features(x).shape == (64, problem.n_invariant)
+    assert torch.allclose(net(y), net(x), atol=1e-12)
+    assert torch.allclose(problem.exact(y), problem.exact(x), atol=1e-12)
+    assert not torch.allclose(net(x), net(x).mean().expand(64), atol=1e-4)  # not a constant net
+    other = "rotation" if sym == "signed_permutation" else "signed_permutation"
+    with pytest.raises(ValueError, match="not a symmetry"):
+        build_from_config(parse_hj_config({**_cfg(), "problem": {"name": name, "dim": dim},
+                                           "model": {"symmetry": other}}))
+
+
+def test_exact_target_regresses_the_closed_form_and_needs_one():
+    """``target="exact"`` (the ansatz's ceiling): the interior term is (u_θ − u*)², so its mean is the sampled
+    MSE against u*, training lowers the test error, and problems without a closed form are refused (by
+    ``solve`` and by the config)."""
+    p = make_problem("eikonal_ball", 3)
+    net = build_ansatz(3, "mlp", [16], seed=0)
+    rnd = Round(0.3, 2.0, 200, 50, 1)
+    _, res, _, x, pv = loss_terms(p, net, rnd, 1.0, _gen(4), target="exact")
+    with torch.no_grad():
+        assert pv is None and float(res) == pytest.approx(float(((net(x) - p.exact(x)) ** 2).mean()), rel=1e-6)
+    mse0, _ = evaluate(p, net, 4000)
+    out = solve(p, net, [Round(0.3, 2.0, 100, 50, 300)], optimizer="adam", lr=1e-2, target="exact",
+                eval_points=4000, progress=False)
+    assert out.mse < 0.1 * mse0 and math.isnan(out.rounds[0].lipschitz)
+    with pytest.raises(ValueError, match="closed-form"):
+        solve(make_problem("nonhomogeneous"), build_ansatz(2, "mlp", [4]), [rnd], target="exact", progress=False)
+    with pytest.raises(ValueError, match="target"):
+        solve(p, net, [rnd], target="supervised", progress=False)
+    with pytest.raises(ConfigError, match="closed-form"):
+        parse_hj_config({**_cfg(), "problem": {"name": "nonhomogeneous"},
+                         "solver": {**_cfg()["solver"], "target": "exact"}})
 
 
 # ---------------------------------------------------------------- solver

@@ -56,7 +56,9 @@ class ModelSection(_Strict):
     depth: int = Field(4, ge=1)
     policy: Literal["init", "exact", "penalty"] = "init"
     n_freq: int = Field(4, ge=0)
-    symmetry: Literal["none", "rotation"] = "none"  # rotation: u = U(invariant features) (networks.InvariantAnsatz)
+    # u = U(the problem's invariant features) (networks.InvariantAnsatz): rotation (the cars, the ball and annulus),
+    # signed_permutation (the cube); it must be the problem's own symmetry (Problem.symmetry)
+    symmetry: Literal["none", "rotation", "signed_permutation"] = "none"
 
     @model_validator(mode="after")
     def _arch(self) -> ModelSection:
@@ -92,6 +94,8 @@ class SolverSection(_Strict):
     monotonicity: Literal["warn", "error", "off"] = "warn"
     # lxf: the paper's global Lax–Friedrichs viscosity α; llf: local, min(α, |∂H/∂p_i|) (orthojac.hj.schemes)
     scheme: Literal["lxf", "llf"] = "lxf"
+    # scheme: fit R_δ[u] = 0 (the method); exact: regress the closed form u* instead (the ansatz's ceiling)
+    target: Literal["scheme", "exact"] = "scheme"
     rounds: list[RoundSection] = Field(min_length=1)
 
 
@@ -132,6 +136,13 @@ class HJConfig(_Strict):
             missing = [i for i, r in enumerate(self.solver.rounds) if r.delta_t is None]
             if missing:
                 raise ValueError(f"time_dependent needs delta_t in every round (missing in rounds {missing})")
+        return self
+
+    @model_validator(mode="after")
+    def _target(self) -> HJConfig:
+        p = self.problem
+        if self.solver.target == "exact" and not make_problem(p.name, p.dim, **p.options).has_exact:
+            raise ValueError(f"solver.target = 'exact' needs a closed-form solution; {p.name!r} has none")
         return self
 
     @property
@@ -178,10 +189,11 @@ def build_from_config(cfg: HJConfig, run: int = 0):
 
     problem = make_problem(cfg.problem.name, cfg.problem.dim, **cfg.problem.options)
     m = cfg.model
-    if m.symmetry == "rotation" and not problem.n_invariant:
-        raise ValueError(f"model.symmetry = 'rotation' needs a rotation-invariant problem (reeds_shepp, "
-                         f"pursuit_evasion), got {problem.name!r}")
-    features = problem.invariant_features if m.symmetry == "rotation" else None
+    if m.symmetry != "none" and m.symmetry != problem.symmetry:
+        raise ValueError(f"model.symmetry = {m.symmetry!r} is not a symmetry of {problem.name!r} (its symmetry: "
+                         f"{problem.symmetry!r}; rotation: reeds_shepp, pursuit_evasion, eikonal_ball, "
+                         f"eikonal_annulus; signed_permutation: eikonal_square, eikonal_cube)")
+    features = problem.invariant_features if m.symmetry != "none" else None
     net = build_ansatz(problem.in_dim, m.arch, m.widths, m.width, m.depth, m.policy, problem.periodic, m.n_freq,
                        seed=cfg.seed + run, features=features, n_features=problem.n_invariant)
     return problem, net
@@ -195,5 +207,6 @@ def solve_config(cfg: HJConfig, run: int = 0, progress: bool = True, eval_rounds
     result = solve(problem, net, cfg.rounds(), optimizer=cfg.optim.name, lr=cfg.optim.lr,
                    momentum=cfg.optim.momentum, lam=cfg.solver.lam, seed=cfg.seed + run,
                    monotonicity=cfg.solver.monotonicity, eval_points=cfg.eval.points, eval_rounds=eval_rounds,
-                   progress=progress, desc=f"{cfg.name} run {run + 1}/{cfg.runs}", device=cfg.torch_device())
+                   progress=progress, desc=f"{cfg.name} run {run + 1}/{cfg.runs}", device=cfg.torch_device(),
+                   target=cfg.solver.target)
     return problem, net, result

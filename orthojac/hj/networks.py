@@ -15,11 +15,14 @@ r"""Ansatz networks u_θ: R^{n_in} → R for the Hamilton–Jacobi solver.
       u(z, θ) = Σ_m c_m(z) φ_m(θ),  φ ∈ {1, cos kθ, sin kθ : 1 ≤ k ≤ K} per angle,
 
   so u is exactly 2π-periodic in every angle.
-* :class:`InvariantAnsatz` (``model.symmetry: rotation``) — for the car problems, whose solutions are
-  invariant under rotations of the plane: u(x) = U(w(x)) with a base network U of the problem's invariant
-  features w (:meth:`orthojac.hj.problems.Problem.invariant_features`; the game: the evader's position in
-  the pursuer's frame and the relative heading), so u is exactly periodic in the angles and exactly
-  invariant, and U has one input dimension less than u (no Fourier truncation of the angles either).
+* :class:`InvariantAnsatz` (``model.symmetry``: the problem's symmetry group, :attr:`Problem.symmetry
+  <orthojac.hj.problems.Problem.symmetry>`) — u(x) = U(w(x)) with a base network U of the problem's invariant
+  features w (:meth:`orthojac.hj.problems.Problem.invariant_features`), so u is exactly invariant:
+  ``rotation`` for the car problems (the game: the evader's position in the pursuer's frame and the relative
+  heading; u is then exactly periodic in the angles, with no Fourier truncation, and U has one input less)
+  and for the d-ball and annulus (w = |x|); ``signed_permutation`` for the cube (w = the |x_i| sorted in
+  decreasing order). The eikonals' u* is then a function of one feature with at most one kink, which a
+  generic MLP of x must instead build from d-dimensional ridges (docs/hj.md, "Beyond the authors").
 """
 
 from __future__ import annotations
@@ -149,11 +152,11 @@ def build_ansatz(in_dim: int, arch: str = "mlp", widths: Sequence[int] = (20,), 
 def arch_label(arch: str, widths: Sequence[int] = (), width: int = 0, depth: int = 0, policy: str = "init",
                periodic: bool = False, n_freq: int = 0, symmetry: str = "none") -> str:
     """The ``arch`` column: ``mlp[30,20,10]``, ``ortho_residual_relu(w32xL4)``, with ``+fourier{K}`` when
-    periodic, ``+rot-invariant`` with ``symmetry = "rotation"`` (:class:`InvariantAnsatz`)."""
+    periodic, ``+rot-invariant`` / ``+signed-perm-invariant`` with a ``symmetry`` (:class:`InvariantAnsatz`)."""
     name = (f"mlp[{','.join(map(str, widths))}]" if arch == "mlp"
             else f"{arch}(w{width}xL{depth}{'' if policy == 'init' else ',' + policy})")
-    if symmetry == "rotation":
-        return name + "+rot-invariant"
+    if symmetry != "none":
+        return name + {"rotation": "+rot-invariant", "signed_permutation": "+signed-perm-invariant"}[symmetry]
     return name + (f"+fourier{n_freq}" if periodic else "")
 
 

@@ -68,13 +68,18 @@ class Problem:
     def stencil_dims(self) -> tuple[int, ...]:
         return tuple(i for i in range(self.in_dim) if i != self.time_dim)
 
-    #: number of rotation-invariant features (:meth:`invariant_features`); 0 when the problem has none
+    #: the problem's symmetry group, as ``model.symmetry`` names it: ``"rotation"`` (the cars: rotations of
+    #: the plane; the ball and annulus: O(d)), ``"signed_permutation"`` (the cube: permutations and sign
+    #: changes of the coordinates), or ``"none"``
+    symmetry = "none"
+    #: number of invariant features (:meth:`invariant_features`); 0 when the problem has none
     n_invariant = 0
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Coordinates of the state that the solution depends on alone, by a symmetry of the problem (the
-        car problems: rotations of the plane). Only problems with ``n_invariant > 0`` define them."""
-        raise ValueError(f"problem {self.name!r} has no rotation-invariant features (model.symmetry must be 'none')")
+        """Coordinates of the state that the solution depends on alone, by the problem's :attr:`symmetry`
+        (a maximal invariant: two states with equal features are images of each other). Only problems with
+        ``n_invariant > 0`` define them."""
+        raise ValueError(f"problem {self.name!r} has no invariant features (model.symmetry must be 'none')")
 
     def f(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(x[:, 0])
@@ -149,6 +154,14 @@ class EikonalCube(Problem):
         self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
         self.name = "eikonal_square" if dim == 2 else "eikonal_cube"
         self.hamiltonian = QuadraticEikonal()
+        self.n_invariant = self.dim
+
+    symmetry = "signed_permutation"
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        """|x_i| sorted in decreasing order: the orbit of x under the d!·2^d signed permutations, which map the
+        cube, f = 1 and g = 0 to themselves. u* = h − (first feature) is linear in them."""
+        return x.abs().sort(dim=-1, descending=True).values
 
     def exact(self, x: torch.Tensor) -> torch.Tensor:
         return self.half - x.abs().amax(1)
@@ -191,6 +204,12 @@ class EikonalBall(Problem):
         self.dim, self.radius, self.sampling = _check_dim(dim), float(radius), sampling
         self.hamiltonian = QuadraticEikonal()
 
+    symmetry, n_invariant = "rotation", 1
+
+    def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
+        """|x| (as a column): the orbit of x under O(d)."""
+        return x.norm(dim=-1, keepdim=True)
+
     def exact(self, x):
         return self.radius - x.norm(dim=1)
 
@@ -230,6 +249,9 @@ class EikonalAnnulus(Problem):
         self.dim, self.r_in, self.r_out, self.sampling = _check_dim(dim), float(r_in), float(r_out), sampling
         self.near_boundary, self.band = float(near_boundary), float(band)
         self.hamiltonian = QuadraticEikonal()
+
+    symmetry, n_invariant = "rotation", 1
+    invariant_features = EikonalBall.invariant_features
 
     def exact(self, x):
         r = x.norm(dim=1)
@@ -424,7 +446,7 @@ class ReedsSheppCar(Problem):
     name = "reeds_shepp"
     periodic = (2,)
     plot_labels = ("$x$", "$y$")
-    n_invariant = 2
+    symmetry, n_invariant = "rotation", 2
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
         r"""The target in the car's frame, ``w = R(−θ)(x, y)`` (N, 2): rotating the plane by β maps
@@ -477,7 +499,7 @@ class TwoCarGame(Problem):
     name = "pursuit_evasion"
     periodic = (2, 3)
     plot_labels = ("$z_x$", "$z_y$")
-    n_invariant = 4
+    symmetry, n_invariant = "rotation", 4
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
         r"""The game in the pursuer's frame: (w, cos φ, sin φ) (N, 4) with ``w = R(−θ_P) z`` and

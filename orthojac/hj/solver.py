@@ -9,6 +9,11 @@ Reeds–Shepp target). With uniform x_k this is an unbiased estimate of the mean
 the average of the grid least-squares functionals over all shifted grids x₀ + δZ^d — no grid is ever built.
 Training runs in rounds of fixed (δ, α, N, N_b, iterations), the network carried over while δ and α shrink
 (continuation). The optimiser (SGD with momentum as the authors, or Adam) persists across rounds.
+
+``target="exact"`` (a diagnostic, for problems with a closed form u*) replaces R_δ[u_θ](x_k) by u_θ(x_k) −
+u*(x_k): plain regression of the known solution with the same ansatz, points, rounds, steps and optimiser.
+Its error is the *ceiling* of that ansatz and budget — what the scheme's loss could reach at best if it
+pointed straight at u* — so a solver error near it is the ansatz's limit, not the scheme's.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from tqdm.auto import tqdm
 from .problems import Problem
 from .schemes import SCHEMES, check_monotonicity, stencil_values
 
-__all__ = ["Round", "RoundResult", "SolveResult", "solve", "evaluate", "loss_terms"]
+__all__ = ["TARGETS", "Round", "RoundResult", "SolveResult", "solve", "evaluate", "loss_terms"]
+
+TARGETS = ("scheme", "exact")  # what the interior term fits: R_δ[u] = 0 (the method) or u = u* (the ceiling)
 
 
 @dataclass
@@ -95,12 +102,16 @@ class SolveResult:
 
 
 def loss_terms(problem: Problem, net: nn.Module, rnd: Round, lam: float, g: torch.Generator,
-               device: torch.device | str = "cpu"
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+               device: torch.device | str = "cpu", target: str = "scheme"
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(loss, mean R², mean boundary misfit, interior points, central differences p) for one fresh sample
-    (drawn on the CPU by ``g``, so a seed gives the same points on every device, then moved to ``device``)."""
+    (drawn on the CPU by ``g``, so a seed gives the same points on every device, then moved to ``device``).
+    ``target="exact"``: R = u_θ − u* instead, and p is None (module docstring)."""
     x = problem.sample_interior(rnd.points, rnd.delta, g, rnd.delta_t).to(device)
-    r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t, rnd.scheme)
+    if target == "exact":
+        r, p = net(x) - problem.exact(x), None
+    else:
+        r, p = problem.residual(net, x, rnd.delta, rnd.alpha, rnd.delta_t, rnd.scheme)
     res = (r * r).mean()
     if rnd.boundary_points and lam:
         y, gv, w = (t.to(device) for t in problem.sample_boundary(rnd.boundary_points, g))
@@ -174,13 +185,18 @@ def _exact_residual(problem: Problem, rnd: Round, x: torch.Tensor) -> float:
 def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimizer: str = "sgd", lr: float = 0.02,
           momentum: float = 0.2, lam: float = 1.0, seed: int = 0, monotonicity: str = "warn",
           eval_points: int = 100_000, eval_rounds: bool = True, progress: bool = True,
-          desc: str | None = None, device: torch.device | str | None = None) -> SolveResult:
+          desc: str | None = None, device: torch.device | str | None = None, target: str = "scheme") -> SolveResult:
     """Train ``net`` on ``problem`` through the continuation ``rounds`` (module docstring). The sampling is
     driven by a generator seeded with ``seed``; the network's initialisation is the caller's. Errors against
     the exact solution are measured after each round (``eval_rounds``) and at the end. ``device``: where
-    to train (default: where the network's parameters are; the network is moved there)."""
+    to train (default: where the network's parameters are; the network is moved there). ``target``:
+    ``"scheme"`` (the method) or ``"exact"`` (regression of the closed form: the ansatz's ceiling)."""
     if optimizer not in ("sgd", "adam"):
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if target == "exact" and not problem.has_exact:
+        raise ValueError(f"target 'exact' needs a closed-form solution; {problem.name!r} has none")
     if not rounds:
         raise ValueError("need at least one round")
     g = torch.Generator().manual_seed(seed)
@@ -204,8 +220,8 @@ def solve(problem: Problem, net: nn.Module, rounds: Sequence[Round], *, optimize
         acc = torch.zeros(3, dtype=torch.float64)
         lip = exact_res = float("nan")
         for it in range(rnd.iterations):
-            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device)
-            if it == 0:
+            loss, res, bnd, x, p = loss_terms(problem, net, rnd, lam, g, device, target)
+            if it == 0 and p is not None:
                 lip = _sampled_lipschitz(problem, rnd, x, p, monotonicity,
                                          f"{problem.name} round {i} (δ = {rnd.delta:g})")
                 exact_res = _exact_residual(problem, rnd, x)
