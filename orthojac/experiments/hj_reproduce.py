@@ -18,7 +18,8 @@ and with Adam (Reeds–Shepp: the authors' rounds plus a fourth, monotone, low-v
 the authors' steps), and the game once more with the rotation-invariant ansatz (``model.symmetry=rotation``,
 Adam, the same four rounds, 3000 steps each). One thread per process; settings run in one worker process
 per CPU core (``--jobs N`` to choose; 10.5 minutes on 2 idle cores, about 18 with ``--jobs 1``).
-``--full``: the authors' run counts and schedules (SGD) next to Adam, the game's rotation-invariant ansatz
+``--full``: the authors' run counts and schedules (SGD) next to Adam, the improved d = 8–10 settings of
+``--quick`` with 5 runs each, the game's rotation-invariant ansatz
 with 800 points and 6000 steps per round, volume-uniform sampling for the ball,
 the d = 5 annulus and d = 5 time-dependent problem, and d = 20, 50 for cube/ball/annulus (on CUDA when
 available) — with the generic MLP under three schemes, the same MLP regressing u* (``supervised ceiling``:
@@ -103,6 +104,19 @@ _PE_ROUNDS = _pe_rounds(600, 1500)
 _PE_ROT = ("model.symmetry=rotation", "model.widths=[128,128,64]", *ADAM)
 _PE_ROT_ROUNDS = _pe_rounds(600, 3000)
 _PE_ROT_FULL = _pe_rounds(800, 6000)
+
+
+def _improved(runs: int) -> tuple[Spec, ...]:
+    """The improved d = 8–10 settings (the authors' steps, the last round's rate decaying; Adam for the ball)."""
+    return (Spec("eikonal_cube8", runs, lr_end=_DECAY_SGD, setting="authors' steps, lr decay",
+                 authors=(0.016435, 0.654)),
+            Spec("eikonal_ball10", runs, ADAM, lr_end=1e-5, setting="authors' steps, adam, lr decay",
+                 authors=(0.009513, 0.604)),
+            Spec("eikonal_annulus10", runs, lr_end=_DECAY_SGD, setting="authors' steps, lr decay",
+                 authors=(0.005379, 0.383)))
+
+
+_CUBE8, _BALL10, _ANNULUS10 = _improved(1)
 QUICK: tuple[Spec, ...] = (
     Spec("eikonal_square", 3, authors=(1.5e-5, 0.0127)),
     Spec("eikonal_square", 3, ADAM, setting="adam"),
@@ -111,13 +125,13 @@ QUICK: tuple[Spec, ...] = (
     Spec("eikonal_cube5", 1, authors=(0.007979, 0.509)),
     Spec("eikonal_cube8", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.016435, 0.654)),
-    Spec("eikonal_cube8", 1, lr_end=_DECAY_SGD, setting="authors' steps, lr decay", authors=(0.016435, 0.654)),
+    _CUBE8,
     Spec("eikonal_ball10", 1, iterations=(2000, 2000, 3000, 3000), setting="authors, fewer steps",
          authors=(0.009513, 0.604)),
-    Spec("eikonal_ball10", 1, ADAM, lr_end=1e-5, setting="authors' steps, adam, lr decay", authors=(0.009513, 0.604)),
+    _BALL10,
     Spec("eikonal_annulus10", 1, iterations=(2000, 2000, 2000, 2000), setting="authors, fewer steps",
          authors=(0.005379, 0.383)),
-    Spec("eikonal_annulus10", 1, lr_end=_DECAY_SGD, setting="authors' steps, lr decay", authors=(0.005379, 0.383)),
+    _ANNULUS10,
     Spec("time_dependent", 1),
     Spec("reeds_shepp", 1, iterations=(600, 600, 600), points=300, setting="fewer steps"),
     Spec("reeds_shepp", 1, (*ADAM, _RS_ROUNDS), setting="adam, low-viscosity 4th round"),
@@ -165,6 +179,7 @@ FULL: tuple[Spec, ...] = (
          authors=(0.002166, 0.259)),
     Spec("eikonal_annulus10", 5, authors=(0.005379, 0.383)),
     Spec("eikonal_annulus10", 5, ADAM, setting="adam"),
+    *_improved(5),
     Spec("time_dependent", 5),
     Spec("time_dependent", 5, ("problem.dim=5", "model.widths=[60,50,40]"), setting="authors (d = 5)"),
     Spec("reeds_shepp", 1),
