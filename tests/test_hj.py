@@ -642,6 +642,38 @@ def test_reproduce_rows_and_markdown(tmp_path, monkeypatch):
     assert car["traj_end"] in ("reached", "exited", "t_max") and car["traj_time"] <= 12.01 and car["mse"] == ""
 
 
+def test_high_d_figure_groups_full_rows_by_problem_and_dim(tmp_path, monkeypatch):
+    """write_high_d_figure plots the full mode's d ≥ 20 rows, one bar per setting (the optimiser prefix and the
+    d suffix stripped; the paper's LxF named "LxF"), and nothing when there are none."""
+    from orthojac.experiments import hj_reproduce as R
+    from orthojac.experiments.common import write_csv
+
+    seen = {}
+
+    def spy(rows, zero, path, title=""):
+        seen.update(labels=[r["label"] for r in rows], zero=zero)
+        return Path(path)
+
+    monkeypatch.setattr("orthojac.hj.plots.plot_settings_mse", spy)
+    base = {c: "" for c in R.COLUMNS}
+    rows = [{**base, "problem": p, "dim": d, "mse": 0.1, "mode": m, "setting": s}
+            for p, d, m, s in (("eikonal_cube", 20, "full", "adam, lr decay, d = 20"),
+                               ("eikonal_cube", 20, "full", "adam, lr decay, supervised ceiling, d = 20"),
+                               ("eikonal_ball", 50, "full", "adam, lr decay, invariant ansatz, d = 50"),
+                               ("eikonal_cube", 8, "full", "adam"), ("eikonal_cube", 20, "quick", "x"))]
+    csv = write_csv(rows, tmp_path / "hj.csv", R.COLUMNS)
+    assert R.write_high_d_figure(csv, tmp_path) == tmp_path / R.HIGH_D_FIGURE
+    assert seen["labels"] == ["LxF", "supervised ceiling", "invariant ansatz"]
+    assert seen["zero"][("eikonal_cube", 20)] == pytest.approx(2 * 9 / (21 * 22), rel=0.05)
+    assert R.write_high_d_figure(write_csv(rows[3:], tmp_path / "low.csv", R.COLUMNS), tmp_path) is None
+    monkeypatch.undo()
+    from orthojac.hj.plots import plot_settings_mse
+
+    out = plot_settings_mse([{**r, "label": "a"} for r in rows[:3]] + [{**rows[0], "mse": "", "label": "b"}],
+                            {("eikonal_cube", 20): 0.039}, tmp_path / "bars.png", "t")
+    assert out.stat().st_size > 1000
+
+
 def test_reproduce_spec_schemes_reach_the_rounds(monkeypatch):
     """Spec.schemes sets each round's scheme (LxF in round 1, LLF after it) in the solved configuration."""
     from orthojac.experiments import hj_reproduce as R

@@ -295,13 +295,38 @@ def run_spec(spec: Spec, mode: str, device: str, figures: str, progress: bool) -
 
 
 @functools.cache
-def _zero_mse_cell(problem: str, dim: int) -> str:
-    """The MSE of u ≡ 0 on 10⁵ test points of the problem (:func:`orthojac.hj.solver.zero_mse`), or "–"."""
+def _zero_mse(problem: str, dim: int) -> float:
+    """The MSE of u ≡ 0 on 10⁵ test points of the problem (:func:`orthojac.hj.solver.zero_mse`; nan without u*)."""
     from ..hj import make_problem, zero_mse
+
+    return zero_mse(make_problem(problem, dim))
+
+
+def _zero_mse_cell(problem: str, dim: int) -> str:
     from .common import _fmt
 
-    v = zero_mse(make_problem(problem, dim))
+    v = _zero_mse(problem, dim)
     return "–" if math.isnan(v) else _fmt(v)
+
+
+HIGH_D_FIGURE = "hj_high_d_settings.png"
+
+
+def write_high_d_figure(csv_path: Path, figures: str | Path) -> Path | None:
+    """``docs/figures/hj_high_d_settings.png``: the full mode's d ≥ 20 rows as bars of MSE per problem and d, one
+    bar per setting (the setting name without its optimiser prefix and d suffix; the paper's LxF is "LxF"),
+    against u ≡ 0's MSE (:func:`orthojac.hj.plots.plot_settings_mse`). None when there are no such rows."""
+    from ..hj.plots import plot_settings_mse
+    from .common import read_csv
+
+    rows = [dict(r) for r in read_csv(csv_path) if r["mode"] == "full" and int(r["dim"]) >= 20]
+    if not rows:
+        return None
+    for r in rows:
+        r["label"] = r["setting"].removeprefix("adam, lr decay").split(", d = ")[0].strip(", ") or "LxF"
+    zero = {(r["problem"], int(r["dim"])): _zero_mse(r["problem"], int(r["dim"])) for r in rows}
+    return plot_settings_mse(rows, zero, Path(figures) / HIGH_D_FIGURE,
+                             "d ≥ 20: a [64,64,32] MLP of x, or of the invariant features (--full)")
 
 
 def write_markdown(csv_path: Path, md_path: Path) -> Path:
@@ -447,6 +472,8 @@ def run(args: argparse.Namespace) -> int:
                 save(i, futs[fut], fut.result())
     with file_lock(out):
         md = write_markdown(out, out.with_suffix(".md"))
+        if args.figures:
+            write_high_d_figure(out, args.figures)
     print(f"total: {time.perf_counter() - t0:.0f} s wall; {cpu:.0f} s CPU in training ({jobs} process(es)), "
           f"{time.process_time() - c0:.0f} s CPU in this process; wrote {out} and {md}")
     return 0

@@ -12,7 +12,7 @@ from torch import nn
 from .control import trajectory
 from .problems import Problem, ReedsSheppCar, TimeDependentLQR, TwoCarGame
 
-__all__ = ["plot_solution", "default_starts"]
+__all__ = ["plot_solution", "default_starts", "plot_settings_mse"]
 
 
 def _pyplot():
@@ -96,6 +96,44 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_settings_mse(rows: list[dict], zero: dict[tuple[str, int], float], path: str | Path, title: str = "") -> Path:
+    """A grouped bar chart of MSE (log scale) per (problem, dim) group, one bar per setting, each group's
+    u ≡ 0 MSE (``zero``) drawn as a dashed line across it: an MSE means something only well below that line.
+    ``rows``: CSV rows of :mod:`orthojac.experiments.hj_reproduce` with a ``label`` key (the bar's legend
+    entry); rows without an MSE are skipped."""
+    plt = _pyplot()
+    rows = [r for r in rows if r.get("mse") not in ("", None, "nan")]
+    groups = sorted({(r["problem"], int(r["dim"])) for r in rows}, key=lambda k: (k[1], k[0]))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(3.2 + 1.5 * len(groups), 4.2))
+    colors = plt.get_cmap("tab10")
+    for j, lab in enumerate(labels):
+        xs, ys = [], []
+        for i, key in enumerate(groups):
+            v = [float(r["mse"]) for r in rows if r["label"] == lab and (r["problem"], int(r["dim"])) == key]
+            if v:
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(v[0])
+        ax.bar(xs, ys, width, label=lab, color=colors(j % 10))
+    for i, key in enumerate(groups):
+        if key in zero:
+            ax.hlines(zero[key], i - 0.45, i + 0.45, colors="k", linestyles="--", lw=1.2,
+                      label="u ≡ 0" if i == 0 else None)
+    ax.set_xticks(range(len(groups)), [f"{p.removeprefix('eikonal_')}\nd = {d}" for p, d in groups])
+    ax.set_yscale("log")
+    ax.set_ylabel("test MSE")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
