@@ -160,7 +160,7 @@ HIGH_D: tuple[Spec, ...] = tuple(
         (None, "supervised ceiling, ", "adam-ceiling", lambda sym: ("solver.target=exact",)),
         # the problem's symmetry built into the ansatz (u = U(sorted |x_i|) or U(|x|)), the paper's LxF
         (None, "invariant ansatz, ", "adam-invariant", lambda sym: (f"model.symmetry={sym}",)),
-        (("lxf", "llf", "llf", "llf"), "invariant ansatz, LxF then local LxF, ", "adam-invariant-lxf-llf",
+        (("lxf", "llf", "llf", "llf"), "invariant ansatz + LxF then local LxF, ", "adam-invariant-lxf-llf",
          lambda sym: (f"model.symmetry={sym}",)))
     for d in (20, 50)
     for c, extra, sym in _HIGH_PROBLEMS)
