@@ -17,10 +17,12 @@ import torch
 from .gradients import GradientNorms
 from .spectrum import SpectrumResult
 
-__all__ = ["plot_spectrum", "plot_gradient_norms"]
+__all__ = ["plot_spectrum", "plot_gradient_norms", "pyplot", "save_figure"]
 
 
-def _plt():
+def pyplot():
+    """matplotlib.pyplot with the non-interactive Agg backend, imported on first use (every figure of the
+    package — diagnostics, experiments, hj — goes through here and :func:`save_figure`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -29,9 +31,20 @@ def _plt():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120, rect: tuple[float, float, float, float] | None = None) -> Path:
+    """Lay out (``tight_layout``, within ``rect`` if given), write ``path`` (creating its folder), close the
+    figure; returns the path."""
+    fig.tight_layout(**({"rect": rect} if rect else {}))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
 def plot_spectrum(result: SpectrumResult, path: str | Path, title: str = "") -> Path:
     """Histogram and ECDF of the singular values in ``result`` (all samples pooled) saved to ``path``."""
-    plt = _plt()
+    plt = pyplot()
     s = result.singular_values.detach().double().cpu().reshape(-1)
     zeros = int((s <= 0).sum())
     pos = s[s > 0]
@@ -59,22 +72,12 @@ def plot_spectrum(result: SpectrumResult, path: str | Path, title: str = "") -> 
     fig.suptitle(f"{title + ': ' if title else ''}σ_min = {s.min().item():.3g}, σ_max = {s.max().item():.3g}, "
                  f"κ = {kappa:.3g}{what}; {result.singular_values.shape[0]} samples, "
                  f"J is {result.out_dim}×{result.in_dim}", fontsize=10)
-    return _savefig(plt, fig, path)
-
-
-def _savefig(plt, fig, path: str | Path) -> Path:
-    """Lay out, write (creating the folder) at 120 dpi, close; returns the path."""
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gradient_norms(g: GradientNorms, path: str | Path, title: str = "") -> Path:
     """‖∂L/∂x_ℓ‖ (ℓ = 0 … L) and ‖∂L/∂θ_ℓ‖ (ℓ = 1 … L) versus block index, saved to ``path``."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 4))
     act = [float(v) for v in g.activation]
     par = [float(v) for v in g.parameter]
@@ -89,4 +92,4 @@ def plot_gradient_norms(g: GradientNorms, path: str | Path, title: str = "") -> 
     ax.title.set_fontsize(10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    return _savefig(plt, fig, path)
+    return save_figure(fig, path)

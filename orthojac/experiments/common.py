@@ -20,6 +20,9 @@ from typing import Any
 
 import torch
 
+from ..diagnostics.plots import pyplot as plt  # noqa: F401  (re-exported: runners call common.plt())
+from ..diagnostics.plots import save_figure  # noqa: F401  (re-exported)
+
 __all__ = ["write_csv", "append_csv", "file_lock", "read_csv", "csv_to_markdown", "device_name", "plt", "RESULTS_DIR"]
 
 RESULTS_DIR = Path("results")
@@ -151,22 +154,3 @@ def csv_to_markdown(csv_path: str | Path, md_path: str | Path, group_by: Sequenc
     return md_path
 
 
-def plt():
-    """matplotlib.pyplot with the non-interactive Agg backend (import inside runners, not at module load)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-
-    return pyplot
-
-
-def save_figure(fig, path: str | Path, dpi: int = 120, rect: tuple[float, float, float, float] | None = None) -> Path:
-    """Lay out (``tight_layout``, within ``rect`` if given), write ``path`` (creating its folder), close the
-    figure; returns the path. Every runner's figures go through here."""
-    fig.tight_layout(**({"rect": rect} if rect else {}))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt().close(fig)
-    return path

@@ -9,19 +9,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..diagnostics.plots import pyplot as _pyplot
+from ..diagnostics.plots import save_figure
 from .control import trajectory
 from .problems import Problem, ReedsSheppCar, TimeDependentLQR, TwoCarGame
 
 __all__ = ["plot_solution", "default_starts", "plot_settings_mse"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def default_starts(problem: Problem) -> list[torch.Tensor]:
@@ -95,12 +88,7 @@ def plot_solution(problem: Problem, net: nn.Module, path: str | Path, n: int = 1
         ax2.set_aspect("equal")
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.94) if title else None)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110, rect=(0, 0, 1, 0.94) if title else None)
 
 
 def plot_settings_mse(rows: list[dict], zero: dict[tuple[str, int], float], path: str | Path, title: str = "") -> Path:
@@ -133,9 +121,4 @@ def plot_settings_mse(rows: list[dict], zero: dict[tuple[str, int], float], path
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
