@@ -149,19 +149,21 @@ QUICK: tuple[Spec, ...] = (
 _HIGH = ("model.widths=[64,64,32]", *ADAM)
 _HIGH_PROBLEMS = (("eikonal_cube8", ("problem.options.sampling=mixed",), "signed_permutation"),
                   ("eikonal_ball10", (), "rotation"), ("eikonal_annulus10", (), "rotation"))
+_LXF_LLF = ("lxf", "llf", "llf", "llf")
+_INVARIANT = "model.symmetry={sym}"  # the problem's own symmetry, filled in per problem
 HIGH_D: tuple[Spec, ...] = tuple(
-    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra, *more(sym)), iterations=(3000, 3000, 4000, 6000), lr_end=1e-5,
-         schemes=schemes, setting=f"adam, lr decay, {label}d = {d}", tag=tag)
+    Spec(c, 3, (f"problem.dim={d}", *_HIGH, *extra, *(o.format(sym=sym) for o in more)),
+         iterations=(3000, 3000, 4000, 6000), lr_end=1e-5, schemes=schemes,
+         setting=f"adam, lr decay, {label}d = {d}", tag=tag)
     for schemes, label, tag, more in (
-        (None, "", "", lambda sym: ()),
-        (("llf",) * 4, "local LxF, ", "adam-llf", lambda sym: ()),
-        (("lxf", "llf", "llf", "llf"), "LxF then local LxF, ", "adam-lxf-llf", lambda sym: ()),
+        (None, "", "", ()),
+        (("llf",) * 4, "local LxF, ", "adam-llf", ()),
+        (_LXF_LLF, "LxF then local LxF, ", "adam-lxf-llf", ()),
         # the same MLP regressing u* with the same points and steps: the ceiling of the ansatz (solver.target)
-        (None, "supervised ceiling, ", "adam-ceiling", lambda sym: ("solver.target=exact",)),
+        (None, "supervised ceiling, ", "adam-ceiling", ("solver.target=exact",)),
         # the problem's symmetry built into the ansatz (u = U(sorted |x_i|) or U(|x|)), the paper's LxF
-        (None, "invariant ansatz, ", "adam-invariant", lambda sym: (f"model.symmetry={sym}",)),
-        (("lxf", "llf", "llf", "llf"), "invariant ansatz + LxF then local LxF, ", "adam-invariant-lxf-llf",
-         lambda sym: (f"model.symmetry={sym}",)))
+        (None, "invariant ansatz, ", "adam-invariant", (_INVARIANT,)),
+        (_LXF_LLF, "invariant ansatz + LxF then local LxF, ", "adam-invariant-lxf-llf", (_INVARIANT,)))
     for d in (20, 50)
     for c, extra, sym in _HIGH_PROBLEMS)
 FULL: tuple[Spec, ...] = (

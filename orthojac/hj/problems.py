@@ -147,6 +147,7 @@ class EikonalCube(Problem):
 
     has_exact = True
     SAMPLINGS = ("full", "shrunk", "radial", "mixed")
+    symmetry = "signed_permutation"
 
     def __init__(self, dim: int = 2, half: float = 3.0, sampling: str = "shrunk") -> None:
         if sampling not in self.SAMPLINGS:
@@ -154,9 +155,10 @@ class EikonalCube(Problem):
         self.dim, self.half, self.sampling = _check_dim(dim), float(half), sampling
         self.name = "eikonal_square" if dim == 2 else "eikonal_cube"
         self.hamiltonian = QuadraticEikonal()
-        self.n_invariant = self.dim
 
-    symmetry = "signed_permutation"
+    @property
+    def n_invariant(self) -> int:  # one sorted |x_i| per coordinate
+        return self.dim
 
     def invariant_features(self, x: torch.Tensor) -> torch.Tensor:
         """|x_i| sorted in decreasing order: the orbit of x under the d!·2^d signed permutations, which map the
